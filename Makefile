@@ -1,0 +1,42 @@
+# Two-command quick start: `make demo` and `make test`. Both set up .venv on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export NO_ALBUMENTATIONS_UPDATE := 1
+export MAX_JOBS ?= 2
+
+# Everything setup.py compiles; a change to any of these rebuilds the extensions.
+EXT_SOURCES := setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/* csrc/cuda/* csrc/cython/*.pyx)
+EXT_STAMP := $(VENV)/.built$(if $(filter 1,$(FORCE_CUDA)),-cuda,)
+
+.PHONY: setup venv build test test-fast demo bench clean
+
+setup: $(EXT_STAMP)
+
+venv: $(VENV)/.deps
+
+$(VENV)/.deps: requirements.txt requirements-nodeps.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
+	touch $@
+
+$(EXT_STAMP): $(VENV)/.deps $(EXT_SOURCES)
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	rm -f $(VENV)/.built $(VENV)/.built-cuda
+	touch $@
+
+build: $(EXT_STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(PY) tools/benchmark_ops.py
+
+bench: setup
+	$(PY) tools/benchmark_ops.py
+
+clean:
+	rm -rf build detection/*.so csrc/cython/*.cpp $(VENV)/.built $(VENV)/.built-cuda

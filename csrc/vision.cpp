@@ -1,0 +1,30 @@
+// The one binding file: the schemas of the toolkit's ops, `torch.ops.detection.*`.
+// Kernels register themselves per device in csrc/cpu/*.cpp and csrc/cuda/*.cu (TORCH_LIBRARY_IMPL);
+// autograd and fake (meta) implementations are registered from Python in detection/ops/_register.py.
+#include <Python.h>
+#include <torch/library.h>
+
+// `import detection._C` loads this shared object, which runs the static registrations below.
+PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "detection compiled ops", -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+
+TORCH_LIBRARY(detection, m) {
+  // boxes: [N, 4] xyxy, scores: [N]; returns int64 indices of kept boxes sorted by decreasing score.
+  m.def("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor");
+  // input: [B, C, H, W]; rois: [K, 5] (batch_index, x1, y1, x2, y2); returns [K, C, pooled_height, pooled_width].
+  m.def(
+      "roi_align(Tensor input, Tensor rois, float spatial_scale, int pooled_height, int pooled_width, "
+      "int sampling_ratio, bool aligned) -> Tensor");
+  m.def(
+      "_roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, int pooled_height, int pooled_width, "
+      "int batch_size, int channels, int height, int width, int sampling_ratio, bool aligned) -> Tensor");
+  // returns (output [K, C, ph, pw], argmax [K, C, ph, pw] int32 flat index into H*W, -1 for empty bins).
+  m.def(
+      "roi_pool(Tensor input, Tensor rois, float spatial_scale, int pooled_height, int pooled_width) "
+      "-> (Tensor, Tensor)");
+  m.def(
+      "_roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, float spatial_scale, int pooled_height, "
+      "int pooled_width, int batch_size, int channels, int height, int width) -> Tensor");
+}

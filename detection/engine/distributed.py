@@ -1,0 +1,62 @@
+"""Multi-process helpers for torchrun / DistributedDataParallel (nccl on GPUs, gloo on CPUs)."""
+import os
+from typing import Dict
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def init_distributed(device: str = "cpu") -> bool:
+    """Join the process group that torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR/PORT).
+
+    Returns True when running distributed. On CUDA each process uses GPU LOCAL_RANK with nccl; on CPU, gloo.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1 or is_distributed():
+        return is_distributed()
+    use_cuda = device.startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return True
+
+
+def synchronize() -> None:
+    if is_distributed() and get_world_size() > 1:
+        dist.barrier()
+
+
+def reduce_mean(values: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Average a dict of scalar tensors over all processes (for logging); identity when not distributed."""
+    if not is_distributed() or get_world_size() == 1:
+        return values
+    keys = sorted(values)
+    stacked = torch.stack([values[k].detach().float() for k in keys])
+    dist.all_reduce(stacked)
+    stacked /= get_world_size()
+    return dict(zip(keys, stacked))
+
+
+def any_process(flag: bool, device: torch.device) -> bool:
+    """True when `flag` is True on any process (so every rank takes the same branch)."""
+    if not is_distributed() or get_world_size() == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)

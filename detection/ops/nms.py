@@ -1,0 +1,32 @@
+"""Non-maximum suppression with torchvision.ops' signatures."""
+import torch
+from torch import Tensor
+
+from detection.ops._backend import USE_TORCHVISION
+
+
+def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS: drop boxes whose IoU with a higher-scoring kept box is > iou_threshold.
+
+    boxes: [N, 4] xyxy (x1 < x2, y1 < y2); scores: [N]. Returns int64 indices of the kept boxes,
+    sorted by decreasing score.
+    """
+    if USE_TORCHVISION:
+        import torchvision
+
+        return torchvision.ops.nms(boxes, scores, iou_threshold)
+    return torch.ops.detection.nms(boxes, scores, float(iou_threshold))
+
+
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """NMS run independently per category: boxes of different `idxs` never suppress each other.
+
+    boxes: [N, 4] xyxy; scores: [N]; idxs: [N] int64 category of each box. Returns int64 indices of the kept
+    boxes, sorted by decreasing score. Offsets each category's boxes by a distinct amount so that one NMS call
+    handles all of them (no per-category loop).
+    """
+    if boxes.numel() == 0:
+        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    max_coordinate = boxes.max()
+    offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
+    return nms(boxes + offsets[:, None], scores, iou_threshold)
