@@ -1,0 +1,500 @@
+"""Every configuration key, its default and a one-line comment, in one place.
+
+Defaults live in the easydict tree ``_C`` (alias ``DEFAULTS``), built by ``_add(KEY, default, comment)``
+calls below: **to add a key, add one ``_add`` line in its section** - nothing else (the docs in
+``docs/config.md`` are generated from these lines by ``tools/gen_config_docs.py``; a test checks they are
+in sync).
+
+Key names follow py-faster-rcnn where it has one (``TRAIN.SCALES``, ``TRAIN.RPN_BATCHSIZE``, ``TEST.NMS``...).
+
+Public API::
+
+    get_default_config() -> EasyDict                      # a deep copy of the defaults
+    load_config(path=None, overrides=None) -> EasyDict    # defaults <- YAML file (with _BASE_) <- --set pairs
+    merge_from_dict(cfg, d, source="<dict>") -> cfg       # strict, type-checked, in place
+    merge_from_list(cfg, overrides, source="--set") -> cfg  # flat [KEY, VALUE, ...]
+    dump_config(cfg) -> str                               # YAML; load_config() of it gives the same config
+    config_keys() -> list[KeySpec]                        # (key, default, comment, choices) for docs/tools
+    resolve_num_classes(cfg) -> int                       # MODEL.NUM_CLASSES, derived when 0
+
+Strictness: an unknown key raises ``ConfigError`` naming the key, the file and the closest valid keys; a value
+of the wrong type raises ``ConfigError`` naming the key, the file, the expected type and the value. Ints are
+accepted for floats, lists for tuples (and the other way round), ``None`` only where the default is ``None``.
+
+Design rule: only ``build_*`` functions read a config; modules take plain arguments.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import difflib
+import os
+import re
+from typing import Any, NamedTuple, Optional, Sequence
+
+from easydict import EasyDict
+
+__all__ = [
+    "ConfigError",
+    "KeySpec",
+    "DEFAULTS",
+    "get_default_config",
+    "load_config",
+    "merge_from_dict",
+    "merge_from_list",
+    "dump_config",
+    "config_keys",
+    "resolve_num_classes",
+    "VOC_CLASSES",
+]
+
+
+class ConfigError(ValueError):
+    """An unknown key, a value of the wrong type, a bad choice, a missing or cyclic _BASE_ file."""
+
+
+class KeySpec(NamedTuple):
+    key: str  # dotted name, e.g. "TRAIN.SCALES"
+    default: Any
+    comment: str
+    choices: Optional[tuple]  # allowed values, or None
+    pattern: Optional[str]  # regex a string value must fully match, or None
+
+
+_C = EasyDict()
+_SPECS: dict = {}  # dotted key -> KeySpec, in definition order
+
+
+def _add(key: str, default: Any, comment: str, choices: Optional[Sequence] = None, pattern: Optional[str] = None):
+    """Define one key: its default, a one-line comment and optionally the allowed values."""
+    if key in _SPECS:
+        raise RuntimeError(f"config key {key} defined twice")
+    node = _C
+    *parents, leaf = key.split(".")
+    for p in parents:
+        if p not in node:
+            node[p] = EasyDict()
+        node = node[p]
+    node[leaf] = copy.deepcopy(default)
+    _SPECS[key] = KeySpec(key, copy.deepcopy(default), comment, tuple(choices) if choices else None, pattern)
+
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
+    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+# ---------------------------------------------------------------------------------------------------------------
+# General
+# ---------------------------------------------------------------------------------------------------------------
+_add("RNG_SEED", 3, "Seed for python, numpy and torch RNGs (py-faster-rcnn's default 3); -1 = do not seed")
+_add("DEVICE", "auto", "Device to run on: 'auto' (cuda if available, else cpu), 'cpu', 'cuda' or 'cuda:N'",
+     pattern=r"auto|cpu|cuda(:\d+)?")
+_add("OUTPUT_DIR", "outputs/default", "Directory for checkpoints, logs, detections and the dumped config")
+_add("PIXEL_MEANS", (0.485, 0.456, 0.406),
+     "Per-channel mean subtracted from RGB images in 0..1 (ImageNet statistics: the weights are torchvision's)")
+_add("PIXEL_STDS", (0.229, 0.224, 0.225),
+     "Per-channel std dividing RGB images in 0..1 after mean subtraction (ImageNet statistics, torchvision)")
+_add("ANCHOR_SCALES", (8, 16, 32), "Anchor sizes in units of FEAT_STRIDE (8,16,32 x 16 = 128,256,512 px)")
+_add("ANCHOR_RATIOS", (0.5, 1.0, 2.0), "Anchor aspect ratios h/w")
+_add("FEAT_STRIDE", 16, "Stride of the backbone trunk's feature map in input pixels (all registered trunks: 16)")
+_add("POOLING_MODE", "align", "RoI feature extraction: 'align' (RoIAlign) or 'pool' (RoIPool, py-faster-rcnn)",
+     choices=("align", "pool"))
+_add("POOLING_SIZE", 0, "RoI pooled size P (PxP); 0 = the backbone's pooler_size (7 for VGG16, 14 for "
+     "ResNet C4 and MobileNetV2)")
+_add("POOLING_SAMPLING_RATIO", 0, "RoIAlign sampling points per bin side; <=0 = adaptive ceil(roi_size / P)")
+_add("POOLING_ALIGNED", True, "RoIAlign with the half-pixel offset (detectron2 ROIAlignV2); False = legacy")
+
+# ---------------------------------------------------------------------------------------------------------------
+# MODEL: architecture choices read by the build_* functions
+# ---------------------------------------------------------------------------------------------------------------
+_add("MODEL.META_ARCHITECTURE", "faster_rcnn", "Model family built by build_model",
+     choices=("faster_rcnn", "classifier"))
+_add("MODEL.BACKBONE.NAME", "vgg16",
+     "Backbone from the BACKBONES registry: vgg16, resnet18, resnet34, resnet50, resnet101, mobilenet_v2")
+_add("MODEL.BACKBONE.WEIGHTS", "imagenet",
+     "'imagenet' = torchvision's ImageNet file found by its own name in the torch hub cache or a weight-carrier "
+     "package (never downloaded); a path = that torchvision state dict (or a folder holding it); '' = random init")
+_add("MODEL.BACKBONE.FROZEN_BN", True, "Replace BatchNorm2d (ResNet, MobileNetV2) by FrozenBatchNorm2d: "
+     "fixed statistics and affine")
+_add("MODEL.FREEZE_AT", 2, "Freeze the first N trunk stages (detectron2): 0 none, 1 stem, 2 stem+res2 (VGG: "
+     "conv1+conv2, py-faster-rcnn), ...; see docs/config.md")
+_add("MODEL.NUM_CLASSES", 0, "Classes the model predicts; 0 = derived from DATA.CLASSES (+1 background for "
+     "faster_rcnn)")
+_add("MODEL.CLASS_AGNOSTIC_BBOX_REG", False, "One box regressor shared by all classes instead of one per class")
+_add("MODEL.RPN.HIDDEN_CHANNELS", 0, "Channels of the RPN's 3x3 conv; 0 = the trunk's channels (VGG16: 512)")
+_add("MODEL.RPN.SMOOTH_L1_BETA", 1.0 / 9.0, "Smooth-L1 beta of the RPN box loss (py-faster-rcnn sigma=3 -> 1/9)")
+_add("MODEL.ROI_HEADS.SMOOTH_L1_BETA", 1.0, "Smooth-L1 beta of the Fast R-CNN box loss (sigma=1 -> 1)")
+_add("MODEL.CLS_HEAD.HIDDEN", [256], "Classifier: widths of the dense layers between the pooled features and "
+     "the logits; [] = a single linear layer")
+_add("MODEL.CLS_HEAD.DROPOUT", 0.5, "Classifier: dropout probability before each dense layer; 0 = off")
+
+# ---------------------------------------------------------------------------------------------------------------
+# TRAIN: py-faster-rcnn's training keys (sampling, RPN, proposals)
+# ---------------------------------------------------------------------------------------------------------------
+_add("TRAIN.SCALES", (600,), "Shortest-side sizes in pixels; one is picked at random per image")
+_add("TRAIN.MAX_SIZE", 1000, "Longest side is capped at this many pixels after scaling")
+_add("TRAIN.RESIZE_IN_MODEL", True, "The detector resizes training images to TRAIN.SCALES/MAX_SIZE itself; False = "
+     "it uses them as given (the data pipeline resized them)")
+_add("TRAIN.IMS_PER_BATCH", 2, "Images per training batch (per process)")
+_add("TRAIN.BATCH_SIZE", 128, "RoIs sampled per image for the Fast R-CNN head (py-faster-rcnn 128, detectron2 512)")
+_add("TRAIN.FG_FRACTION", 0.25, "Fraction of the sampled RoIs that are foreground at most")
+_add("TRAIN.FG_THRESH", 0.5, "A RoI with IoU >= FG_THRESH to a ground-truth box is foreground")
+_add("TRAIN.BG_THRESH_HI", 0.5, "A RoI with IoU in [BG_THRESH_LO, BG_THRESH_HI) is background")
+_add("TRAIN.BG_THRESH_LO", 0.0, "Lower IoU bound for background RoIs (py-faster-rcnn end2end: 0.0)")
+_add("TRAIN.BBOX_NORMALIZE_MEANS", (0.0, 0.0, 0.0, 0.0), "Means subtracted from the (dx,dy,dw,dh) box targets")
+_add("TRAIN.BBOX_NORMALIZE_STDS", (0.1, 0.1, 0.2, 0.2), "Stds dividing the (dx,dy,dw,dh) box targets")
+_add("TRAIN.RPN_POSITIVE_OVERLAP", 0.7, "An anchor with IoU >= this to a ground-truth box is positive")
+_add("TRAIN.RPN_NEGATIVE_OVERLAP", 0.3, "An anchor whose best IoU < this is negative")
+_add("TRAIN.RPN_CLOBBER_POSITIVES", False, "Let the negative rule override the positive one (py-faster-rcnn)")
+_add("TRAIN.RPN_FG_FRACTION", 0.5, "Fraction of the sampled anchors that are positive at most")
+_add("TRAIN.RPN_BATCHSIZE", 256, "Anchors sampled per image for the RPN loss")
+_add("TRAIN.RPN_ALLOWED_BORDER", 0, "Anchors crossing the image border by more than this many px are ignored in "
+     "training; -1 = keep all")
+_add("TRAIN.RPN_PRE_NMS_TOP_N", 12000, "Proposals kept per image before NMS in training")
+_add("TRAIN.RPN_POST_NMS_TOP_N", 2000, "Proposals kept per image after NMS in training")
+_add("TRAIN.RPN_NMS_THRESH", 0.7, "IoU threshold of the proposal NMS in training")
+_add("TRAIN.RPN_MIN_SIZE", 16, "Proposals with a side smaller than this (original-image px) are dropped; 0 = keep")
+_add("TRAIN.USE_FLIPPED", True, "Horizontal-flip augmentation (py-faster-rcnn name), with probability AUG.HFLIP_PROB")
+_add("TRAIN.USE_DIFFICULT", False, "Train on VOC boxes marked difficult as well")
+_add("TRAIN.SNAPSHOT_ITERS", 10000, "Save a checkpoint every N iterations (and at the end); 0 = only at the end")
+_add("TRAIN.LOG_PERIOD", 20, "Log losses, learning rate and speed every N iterations")
+
+# ---------------------------------------------------------------------------------------------------------------
+# TEST
+# ---------------------------------------------------------------------------------------------------------------
+_add("TEST.SCALES", (600,), "Shortest-side sizes at test time; several = multi-scale testing")
+_add("TEST.MAX_SIZE", 1000, "Longest side is capped at this many pixels at test time")
+_add("TEST.IMS_PER_BATCH", 1, "Images per inference batch")
+_add("TEST.NMS", 0.3, "IoU threshold of the per-class NMS on the final detections")
+_add("TEST.RPN_PRE_NMS_TOP_N", 6000, "Proposals kept per image before NMS at test time")
+_add("TEST.RPN_POST_NMS_TOP_N", 300, "Proposals kept per image after NMS at test time")
+_add("TEST.RPN_NMS_THRESH", 0.7, "IoU threshold of the proposal NMS at test time")
+_add("TEST.RPN_MIN_SIZE", 16, "Proposals with a side smaller than this (original-image px) are dropped; 0 = keep")
+_add("TEST.SCORE_THRESH", 0.05, "Detections scoring below this are discarded before NMS")
+_add("TEST.DETECTIONS_PER_IMAGE", 100, "Keep at most this many detections per image (over all classes)")
+_add("TEST.VOC_07_METRIC", True, "VOC AP with the 11-point VOC2007 metric; False = area under the curve (2010+)")
+_add("TEST.EVAL_PERIOD", 0, "Evaluate on DATA.TEST_SET every N training iterations; 0 = only after training")
+_add("TEST.FLIP", False, "Test-time augmentation: also run the flipped image and merge the detections")
+
+# ---------------------------------------------------------------------------------------------------------------
+# SOLVER
+# ---------------------------------------------------------------------------------------------------------------
+_add("SOLVER.OPTIMIZER", "sgd", "Optimizer: 'sgd' (with momentum) or 'adam' (torch.optim.Adam, WEIGHT_DECAY as L2)",
+     choices=("sgd", "adam"))
+_add("SOLVER.BASE_LR", 0.001, "Learning rate after warm-up (py-faster-rcnn VGG16: 0.001)")
+_add("SOLVER.MOMENTUM", 0.9, "SGD momentum (Adam: beta1)")
+_add("SOLVER.WEIGHT_DECAY", 0.0005, "L2 weight decay of the weights")
+_add("SOLVER.WEIGHT_DECAY_BIAS", 0.0, "L2 weight decay of biases (py-faster-rcnn: none)")
+_add("SOLVER.BIAS_LR_FACTOR", 2.0, "Learning-rate multiplier of biases (py-faster-rcnn DOUBLE_BIAS: 2)")
+_add("SOLVER.MAX_ITER", 70000, "Training iterations (batches)")
+_add("SOLVER.LR_POLICY", "step", "Schedule after warm-up: 'step' (x GAMMA at each of STEPS) or 'cosine' (to 0)",
+     choices=("step", "cosine"))
+_add("SOLVER.STEPS", (50000,), "Iterations where 'step' multiplies the learning rate by GAMMA")
+_add("SOLVER.GAMMA", 0.1, "Learning-rate factor at each step")
+_add("SOLVER.WARMUP_ITERS", 0, "Linear warm-up iterations; 0 = no warm-up")
+_add("SOLVER.WARMUP_FACTOR", 0.001, "Warm-up starts at BASE_LR * WARMUP_FACTOR")
+_add("SOLVER.CLIP_GRAD_NORM", 0.0, "Clip the total gradient norm to this value; 0 = off")
+_add("SOLVER.AMP", False, "Automatic mixed precision (CUDA only; ignored on CPU)")
+
+# ---------------------------------------------------------------------------------------------------------------
+# DATA
+# ---------------------------------------------------------------------------------------------------------------
+_add("DATA.FORMAT", "voc", "Dataset reader: 'voc' (VOCdevkit), 'coco' (json) or 'image_folder' (class folders)",
+     choices=("voc", "coco", "image_folder"))
+_add("DATA.ROOT", "datasets/VOCdevkit", "Dataset root: VOCdevkit folder, COCO image folder or image-folder root")
+_add("DATA.TRAIN_SETS", ["2007_trainval"], "Training sets, concatenated: VOC 'YEAR_SPLIT' names (e.g. "
+     "['2007_trainval', '2012_trainval']), COCO 'ann.json[:image_dir]' (relative to ROOT) or image-folder subfolders")
+_add("DATA.TEST_SET", "2007_test", "Evaluation set: a VOC 'YEAR_SPLIT', a COCO json path or an image-folder subfolder")
+_add("DATA.CLASSES", list(VOC_CLASSES), "Class names in label order (labels 1..K); [] = from the dataset "
+     "(COCO categories, image-folder names)")
+_add("DATA.SKIP_BAD_IMAGES", False, "Skip unreadable/corrupt images with a warning instead of raising")
+_add("DATA.CHECK_IMAGES", True, "Cheap header check of every image when reading annotations (missing, empty, "
+     "truncated JPEG); full decode errors surface when loading")
+_add("DATA.FILTER_EMPTY", True, "Drop training images without trainable boxes (crowd, and difficult unless "
+     "TRAIN.USE_DIFFICULT, do not count); test sets keep every image")
+_add("DATA.NUM_WORKERS", 2, "DataLoader worker processes; 0 = load in the main process")
+_add("DATA.ASPECT_RATIO_GROUPING", True, "Batch landscape and portrait images separately (less padding)")
+
+# ---------------------------------------------------------------------------------------------------------------
+# AUG: training-time augmentation (albumentations), applied before the model's own resize
+# ---------------------------------------------------------------------------------------------------------------
+_add("AUG.HFLIP_PROB", 0.5, "Probability of a horizontal flip when TRAIN.USE_FLIPPED is on")
+_add("AUG.COLOR_JITTER", False, "Random brightness, contrast, saturation and hue")
+_add("AUG.COLOR_JITTER_STRENGTH", 0.2, "Brightness/contrast/saturation jitter amplitude (hue: a quarter of it)")
+_add("AUG.RANDOM_CROP", False, "Random crop before the resize (mode AUG.RANDOM_CROP_MODE)")
+_add("AUG.RANDOM_CROP_MODE", "safe", "'safe': a crop that keeps every box whole; 'area': a crop of "
+     "RANDOM_CROP_SCALE of the area, keeping boxes per MIN_BOX_VISIBILITY", choices=("safe", "area"))
+_add("AUG.RANDOM_CROP_PROB", 0.5, "Probability of cropping an image when AUG.RANDOM_CROP is on")
+_add("AUG.RANDOM_CROP_SCALE", (0.3, 1.0), "Range of the crop's area as a fraction of the image (mode 'area')")
+_add("AUG.MIN_BOX_VISIBILITY", 0.5, "A cropped box is kept if at least this fraction of its area remains")
+
+DEFAULTS = _C
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# API
+# ---------------------------------------------------------------------------------------------------------------
+def _to_plain(x):
+    """EasyDict/dict -> dict, tuple -> list, recursively (what YAML can hold)."""
+    if isinstance(x, dict):
+        return {k: _to_plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_to_plain(v) for v in x]
+    return x
+
+
+def _copy(x):
+    if isinstance(x, dict):
+        return EasyDict({k: _copy(v) for k, v in x.items()})
+    if isinstance(x, (list, tuple)):
+        return type(x)(_copy(v) for v in x)
+    return x
+
+
+def get_default_config() -> EasyDict:
+    """A deep copy of every key's default."""
+    return _copy(_C)
+
+
+def config_keys() -> list:
+    """Every key as a KeySpec(key, default, comment, choices, pattern), in definition order."""
+    return list(_SPECS.values())
+
+
+def _suggest(dotted: str) -> list:
+    """Closest valid keys: by leaf name in the same section, by full dotted name, same leaf elsewhere."""
+    *parents, leaf = dotted.split(".")
+    section = ".".join(parents)
+    keys = list(_SPECS)
+    out = []
+    same_section = {k.split(".")[-1]: k for k in keys if ".".join(k.split(".")[:-1]) == section}
+    out += [same_section[m] for m in difflib.get_close_matches(leaf, list(same_section), n=3, cutoff=0.6)]
+    out += difflib.get_close_matches(dotted, keys, n=3, cutoff=0.6)
+    out += [k for k in keys if k.split(".")[-1] == leaf]
+    # also a section name that is itself close (e.g. "TRIAN" -> "TRAIN.*")
+    seen, result = set(), []
+    for k in out:
+        if k not in seen:
+            seen.add(k)
+            result.append(k)
+    return result[:5]
+
+
+def _type_name(default) -> str:
+    if default is None:
+        return "any"
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, (list, tuple)):
+        elem = _elem_type(default)
+        return f"list of {elem.__name__}" if elem else "list"
+    if isinstance(default, float):
+        return "float (or int)"
+    return type(default).__name__
+
+
+def _elem_type(seq):
+    types = {float if type(v) is int and any(type(w) is float for w in seq) else type(v) for v in seq}
+    if len(types) == 1:
+        return types.pop()
+    return None
+
+
+def _coerce_scalar(value, default, where):
+    """Check one scalar against the default's type; return the (possibly converted) value or raise."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    else:
+        if isinstance(value, type(default)):
+            return value
+    raise where(f"expected {_type_name(default)}, got {value!r} ({type(value).__name__})")
+
+
+def _check_value(key: str, value, default, source: str):
+    def where(msg):
+        return ConfigError(f"config key {key} in {source}: {msg}")
+
+    if default is None:
+        return value
+    if value is None:
+        raise where(f"expected {_type_name(default)}, got None (None is allowed only where the default is None)")
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            raise where(f"expected {_type_name(default)}, got {value!r} ({type(value).__name__})")
+        elem = _elem_type(default)
+        if elem is not None:
+            proto = elem()
+            try:
+                value = [_coerce_scalar(v, proto, where) for v in value]
+            except ConfigError as e:
+                raise where(f"expected {_type_name(default)}, got {value!r}") from e
+        return type(default)(value)
+    value = _coerce_scalar(value, default, where)
+    spec = _SPECS.get(key)
+    if spec is not None and spec.choices is not None and value not in spec.choices:
+        raise where(f"expected one of {list(spec.choices)}, got {value!r}")
+    if spec is not None and spec.pattern is not None and not re.fullmatch(spec.pattern, value):
+        raise where(f"expected a value matching {spec.pattern!r}, got {value!r}")
+    return value
+
+
+def _unknown(key: str, source: str) -> ConfigError:
+    sugg = _suggest(key)
+    hint = f"; did you mean {', '.join(sugg)}?" if sugg else ""
+    return ConfigError(f"unknown config key {key} in {source}{hint} (all keys: docs/config.md)")
+
+
+def _set_key(cfg, dotted: str, value, source: str):
+    """Set one dotted key (which must exist in the defaults) after checking the value's type."""
+    node, default_node = cfg, _C
+    *parents, leaf = dotted.split(".")
+    for i, p in enumerate(parents):
+        if not isinstance(default_node, dict) or p not in default_node:
+            raise _unknown(dotted, source)
+        if not isinstance(default_node[p], dict):
+            raise _unknown(dotted, source)
+        default_node, node = default_node[p], node[p]
+    if leaf not in default_node:
+        raise _unknown(dotted, source)
+    default = default_node[leaf]
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {dotted} in {source}: is a section; expected a mapping, got {value!r}")
+        for k, v in value.items():
+            _set_key(cfg, f"{dotted}.{k}", v, source)
+        return
+    node[leaf] = _copy(_check_value(dotted, value, default, source))
+
+
+def merge_from_dict(cfg: EasyDict, d: dict, source: str = "<dict>") -> EasyDict:
+    """Merge a nested mapping (keys may also be dotted, "TRAIN.SCALES") into cfg, strictly; returns cfg."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(d).__name__}")
+    for k, v in d.items():
+        if not isinstance(k, str):
+            raise ConfigError(f"config key {k!r} in {source}: keys must be strings")
+        _set_key(cfg, k, v, source)
+    return cfg
+
+
+def _parse_override(key: str, raw):
+    if not isinstance(raw, str):
+        return raw
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return raw
+    spec = _SPECS.get(key)
+    if spec is not None and isinstance(spec.default, str) and not isinstance(value, str):
+        return raw  # e.g. --set DATA.TEST_SET 2007 keeps the string "2007"
+    return value
+
+
+def merge_from_list(cfg: EasyDict, overrides: Sequence, source: str = "--set") -> EasyDict:
+    """Apply a flat [KEY, VALUE, KEY, VALUE, ...] list (values parsed with ast.literal_eval, else raw strings)."""
+    overrides = list(overrides)
+    if len(overrides) % 2:
+        raise ConfigError(f"{source}: expected KEY VALUE pairs, got an odd number of items: {overrides}")
+    for key, raw in zip(overrides[0::2], overrides[1::2]):
+        _set_key(cfg, key, _parse_override(key, raw), source)
+    return cfg
+
+
+def _read_yaml(path: str) -> dict:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot parse config file {path}: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _merge_file(cfg: EasyDict, path: str, stack: tuple) -> None:
+    real = os.path.realpath(path)
+    if real in stack:
+        chain = " -> ".join(list(stack) + [real])
+        raise ConfigError(f"_BASE_ cycle: {chain}")
+    data = _read_yaml(path)
+    bases = data.pop("_BASE_", None)
+    if bases is not None:
+        if isinstance(bases, str):
+            bases = [bases]
+        if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+            raise ConfigError(f"_BASE_ in {path}: expected a path or a list of paths, got {bases!r}")
+        for b in bases:
+            bpath = b if os.path.isabs(b) else os.path.join(os.path.dirname(path), b)
+            if not os.path.exists(bpath):
+                raise ConfigError(f"_BASE_ file {b!r} of {path} not found (looked at {bpath})")
+            _merge_file(cfg, bpath, stack + (real,))
+    merge_from_dict(cfg, data, source=path)
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[Sequence] = None) -> EasyDict:
+    """Defaults, then the YAML file at ``path`` (after its ``_BASE_`` files, recursively), then ``overrides``.
+
+    path: a YAML file of overrides; ``_BASE_: other.yaml`` (or a list) inherits, relative to the including file.
+    overrides: flat list [KEY, VALUE, ...] as from ``--set``; values are ``ast.literal_eval``-ed when possible.
+    Raises ConfigError on unknown keys, wrong types, bad choices, missing files or _BASE_ cycles.
+    """
+    cfg = get_default_config()
+    if path:
+        _merge_file(cfg, str(path), ())
+    if overrides:
+        merge_from_list(cfg, overrides)
+    return cfg
+
+
+def dump_config(cfg: EasyDict) -> str:
+    """The whole config as YAML (tuples as lists); ``load_config`` of it gives an identical config."""
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    _Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+    return yaml.dump(_to_plain(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
+
+
+def resolve_num_classes(cfg: EasyDict) -> int:
+    """MODEL.NUM_CLASSES, or when 0: len(DATA.CLASSES) (+1 background for faster_rcnn)."""
+    n = int(cfg.MODEL.NUM_CLASSES)
+    if n > 0:
+        return n
+    k = len(cfg.DATA.CLASSES)
+    if k == 0:
+        raise ConfigError("MODEL.NUM_CLASSES is 0 and DATA.CLASSES is empty: take the classes from the dataset "
+                          "first (set DATA.CLASSES) or set MODEL.NUM_CLASSES")
+    return k + 1 if cfg.MODEL.META_ARCHITECTURE == "faster_rcnn" else k
+
+
+def _self_check():
+    for key, spec in _SPECS.items():
+        _check_value(key, spec.default, spec.default, "detection/config.py")
+
+
+_self_check()

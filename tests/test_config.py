@@ -1,0 +1,188 @@
+"""detection.config: strict keys, types, --set, _BASE_, dump/reload, generated docs in sync."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from detection import config as C
+from detection.config import ConfigError, dump_config, get_default_config, load_config, merge_from_dict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_are_a_deep_copy():
+    a, b = get_default_config(), get_default_config()
+    a.DATA.CLASSES.append("zebra")
+    a.TRAIN.SCALES = (1,)
+    assert "zebra" not in b.DATA.CLASSES and b.TRAIN.SCALES == (600,)
+    assert "zebra" not in C.DEFAULTS.DATA.CLASSES
+    assert b.TRAIN.BBOX_NORMALIZE_STDS == (0.1, 0.1, 0.2, 0.2)
+    assert b.MODEL.BACKBONE.NAME == "vgg16" and len(b.DATA.CLASSES) == 20
+
+
+def test_every_key_has_a_comment():
+    specs = C.config_keys()
+    assert len(specs) > 60
+    for s in specs:
+        assert s.comment.strip(), s.key
+        assert "\n" not in s.comment, s.key
+
+
+def test_unknown_key_in_file_names_key_file_and_suggestion(tmp_path):
+    p = _write(tmp_path / "bad.yaml", "TRAIN:\n  SCALE: [800]\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert "TRAIN.SCALE" in msg and p in msg and "TRAIN.SCALES" in msg
+
+
+def test_unknown_key_suggests_same_leaf_in_other_section():
+    with pytest.raises(ConfigError, match="SOLVER.BASE_LR"):
+        load_config(overrides=["TRAIN.BASE_LR", "0.1"])
+    with pytest.raises(ConfigError, match="TRAIN.SCALES"):
+        load_config(overrides=["TRIAN.SCALES", "(800,)"])
+    with pytest.raises(ConfigError, match="unknown config key NOPE"):
+        load_config(overrides=["NOPE", "1"])
+    # a section cannot be replaced by a scalar, a leaf cannot hold a mapping
+    with pytest.raises(ConfigError, match="MODEL"):
+        merge_from_dict(get_default_config(), {"MODEL": 3})
+    with pytest.raises(ConfigError, match="TRAIN.SCALES.*expected list of int"):
+        merge_from_dict(get_default_config(), {"TRAIN": {"SCALES": {"X": 1}}})
+
+
+def test_wrong_type_names_key_file_expected_and_value(tmp_path):
+    p = _write(tmp_path / "t.yaml", "SOLVER:\n  MAX_ITER: fast\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert "SOLVER.MAX_ITER" in msg and p in msg and "int" in msg and "'fast'" in msg
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("TRAIN.USE_FLIPPED", 1),  # int is not a bool
+        ("TRAIN.MAX_SIZE", 1000.5),  # float is not an int
+        ("TRAIN.MAX_SIZE", True),  # bool is not an int
+        ("TRAIN.SCALES", 600),  # scalar is not a list
+        ("TRAIN.SCALES", [600.5]),  # element type
+        ("DATA.ROOT", None),  # None only where the default is None
+        ("POOLING_MODE", "roi"),  # choices
+        ("DEVICE", "gpu"),  # pattern
+        ("SOLVER.BASE_LR", "abc"),
+    ],
+)
+def test_wrong_types_rejected(key, value):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        merge_from_dict(get_default_config(), {key: value})
+
+
+def test_accepted_conversions(tmp_path):
+    cfg = merge_from_dict(get_default_config(), {"SOLVER.BASE_LR": 1, "TRAIN.SCALES": [480, 600],
+                                                  "ANCHOR_RATIOS": [1, 2], "DEVICE": "cuda:1"})
+    assert cfg.SOLVER.BASE_LR == 1.0 and isinstance(cfg.SOLVER.BASE_LR, float)
+    assert cfg.TRAIN.SCALES == (480, 600) and isinstance(cfg.TRAIN.SCALES, tuple)
+    assert cfg.ANCHOR_RATIOS == (1.0, 2.0) and all(isinstance(r, float) for r in cfg.ANCHOR_RATIOS)
+    # YAML 1.1 reads 1e-3 as a string: accepted for float keys
+    p = _write(tmp_path / "lr.yaml", "SOLVER:\n  BASE_LR: 1e-3\n  STEPS: [10, 20]\nDATA:\n  CLASSES: [cat, dog]\n")
+    cfg = load_config(p)
+    assert cfg.SOLVER.BASE_LR == 0.001 and cfg.SOLVER.STEPS == (10, 20) and cfg.DATA.CLASSES == ["cat", "dog"]
+
+
+def test_set_overrides():
+    cfg = load_config(overrides=["TRAIN.SCALES", "(480, 576)", "SOLVER.BASE_LR", "0.01", "TEST.FLIP", "True",
+                                 "DATA.TEST_SET", "2007", "OUTPUT_DIR", "outputs/x y", "DATA.TRAIN_SETS",
+                                 "['2007_trainval', '2012_trainval']", "MODEL.CLS_HEAD.HIDDEN", "[]"])
+    assert cfg.TRAIN.SCALES == (480, 576)
+    assert cfg.SOLVER.BASE_LR == 0.01 and cfg.TEST.FLIP is True
+    assert cfg.DATA.TEST_SET == "2007"  # literal_eval gives an int; a str key keeps the raw string
+    assert cfg.OUTPUT_DIR == "outputs/x y"
+    assert cfg.DATA.TRAIN_SETS == ["2007_trainval", "2012_trainval"]
+    assert cfg.MODEL.CLS_HEAD.HIDDEN == []
+    with pytest.raises(ConfigError, match="pairs"):
+        load_config(overrides=["TRAIN.SCALES"])
+    with pytest.raises(ConfigError, match="--set"):
+        load_config(overrides=["TRAIN.MAX_SIZE", "big"])
+
+
+def test_base_inheritance(tmp_path):
+    _write(tmp_path / "base" / "root.yaml", "SOLVER:\n  BASE_LR: 0.02\n  MAX_ITER: 100\nTRAIN:\n  SCALES: [500]\n")
+    _write(tmp_path / "base" / "mid.yaml", "_BASE_: root.yaml\nSOLVER:\n  MAX_ITER: 200\n")
+    _write(tmp_path / "extra.yaml", "DATA:\n  NUM_WORKERS: 0\n")
+    top = _write(tmp_path / "exp" / "top.yaml",
+                 "_BASE_: [../base/mid.yaml, ../extra.yaml]\nSOLVER:\n  GAMMA: 0.5\n")
+    cfg = load_config(top, overrides=["SOLVER.BASE_LR", "0.03"])
+    assert cfg.SOLVER.MAX_ITER == 200  # mid overrides root
+    assert cfg.TRAIN.SCALES == (500,)  # from root, two levels up
+    assert cfg.DATA.NUM_WORKERS == 0 and cfg.SOLVER.GAMMA == 0.5
+    assert cfg.SOLVER.BASE_LR == 0.03  # --set wins over every file
+    assert "_BASE_" not in cfg
+
+
+def test_base_errors(tmp_path):
+    a = _write(tmp_path / "a.yaml", "_BASE_: b.yaml\n")
+    _write(tmp_path / "b.yaml", "_BASE_: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(a)
+    m = _write(tmp_path / "m.yaml", "_BASE_: missing.yaml\n")
+    with pytest.raises(ConfigError, match="missing.yaml"):
+        load_config(m)
+    # an unknown key inside a base file names the base file
+    _write(tmp_path / "badbase.yaml", "TRAIN:\n  FG_THRES: 0.4\n")
+    c = _write(tmp_path / "child.yaml", "_BASE_: badbase.yaml\n")
+    with pytest.raises(ConfigError, match="badbase.yaml.*TRAIN.FG_THRESH"):
+        load_config(c)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(str(tmp_path / "nope.yaml"))
+    e = _write(tmp_path / "empty.yaml", "")
+    assert load_config(e) == get_default_config()
+
+
+def test_dump_and_reload_identical(tmp_path):
+    cfg = load_config(overrides=["TRAIN.SCALES", "(480, 600)", "SOLVER.BASE_LR", "1e-05", "DATA.CLASSES",
+                                 "['yes', 'no', 'null', '1']", "OUTPUT_DIR", "", "MODEL.RPN.SMOOTH_L1_BETA",
+                                 str(1 / 7)])
+    text = dump_config(cfg)
+    p = _write(tmp_path / "dump.yaml", text)
+    again = load_config(p)
+    assert again == cfg
+    assert dump_config(again) == text
+    assert type(again.TRAIN.SCALES) is tuple and again.DATA.CLASSES == ["yes", "no", "null", "1"]
+    assert load_config(_write(tmp_path / "d.yaml", dump_config(get_default_config()))) == get_default_config()
+
+
+def test_resolve_num_classes():
+    cfg = get_default_config()
+    assert C.resolve_num_classes(cfg) == 21
+    cfg.MODEL.META_ARCHITECTURE = "classifier"
+    cfg.DATA.CLASSES = ["cat", "dog"]
+    assert C.resolve_num_classes(cfg) == 2
+    cfg.MODEL.NUM_CLASSES = 5
+    assert C.resolve_num_classes(cfg) == 5
+
+
+def test_docs_in_sync():
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    try:
+        import gen_config_docs
+    finally:
+        sys.path.pop(0)
+    path = os.path.join(ROOT, "docs", "config.md")
+    current = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+    assert current == gen_config_docs.render(), "docs/config.md is out of date: run `python tools/gen_config_docs.py`"
+    for spec in C.config_keys():
+        assert f"`{spec.key}`" in current
+
+
+def test_gen_config_docs_check_mode():
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gen_config_docs.py"), "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
