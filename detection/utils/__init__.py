@@ -1,0 +1,39 @@
+"""Utilities: logging (``setup_logger``), seeding (``seed_everything`` ...), drawing (``draw_detections`` ...).
+
+Names are imported lazily, so ``import detection.utils.logger`` does not pull in OpenCV or torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "setup_logger": "logger",
+    "seed_everything": "seed",
+    "derive_seed": "seed",
+    "worker_init_fn": "seed",
+    "seed_worker": "seed",
+    "make_generator": "seed",
+    "PALETTE": "visualize",
+    "class_color": "visualize",
+    "to_rgb_uint8": "visualize",
+    "draw_detections": "visualize",
+    "draw_classification": "visualize",
+    "make_contact_sheet": "visualize",
+    "contact_sheet_layout": "visualize",
+    "save_image": "visualize",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

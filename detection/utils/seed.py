@@ -1,0 +1,74 @@
+"""Seeding: one call for random / numpy / torch, and helpers for DataLoader workers and per-rank streams.
+
+torch is imported inside the functions, so ``detection.utils`` stays cheap to import.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import Optional
+
+import numpy as np
+
+__all__ = ["seed_everything", "derive_seed", "worker_init_fn", "seed_worker", "make_generator"]
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A well-mixed seed in [0, 2**32) from ``seed`` and integer keys (rank, epoch, worker id ...).
+
+    ``derive_seed(s, rank)`` gives each process its own stream; unlike ``s + rank``, neighbouring seeds and
+    keys do not give overlapping streams.
+    """
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, *(int(k) for k in keys)])
+               .generate_state(1, dtype=np.uint32)[0])
+
+
+def seed_everything(seed: Optional[int] = None, deterministic: bool = False) -> int:
+    """Seed Python's ``random``, numpy's global RNG and torch (CPU and every CUDA device); return the seed.
+
+    seed: None or negative draws a fresh seed from the OS (and returns it, so it can be logged and reused).
+    deterministic: also ask torch for deterministic algorithms (``torch.use_deterministic_algorithms(True,
+        warn_only=True)``, cuDNN deterministic and no benchmark, ``CUBLAS_WORKSPACE_CONFIG``): slower, and
+        ops without a deterministic implementation warn instead of failing.
+    Sets ``PYTHONHASHSEED`` in the environment (takes effect in child processes only).
+    """
+    if seed is None or seed < 0:
+        seed = (os.getpid() * 1_000_003 + int(time.time() * 1e6) + int.from_bytes(os.urandom(4), "little")) % 2**31
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    import torch
+
+    torch.manual_seed(seed)  # seeds the CUDA generators too (lazily, without initialising CUDA)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    return seed
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """``DataLoader(worker_init_fn=worker_init_fn)``: seed ``random`` and numpy in a worker from torch's
+    per-worker seed (``base_seed + worker_id``, which follows the DataLoader's generator), so augmentations
+    differ between workers and epochs and repeat with the same seed. Picklable (module level)."""
+    import torch
+
+    s = torch.initial_seed()  # already base_seed + worker_id inside a worker
+    random.seed(s)
+    np.random.seed(derive_seed(s, worker_id))
+
+
+seed_worker = worker_init_fn  # the name PyTorch's reproducibility notes use
+
+
+def make_generator(seed: int):
+    """A ``torch.Generator`` seeded with ``seed``, for ``DataLoader(generator=...)`` and samplers."""
+    import torch
+
+    g = torch.Generator()
+    g.manual_seed(int(seed))
+    return g
