@@ -1,0 +1,96 @@
+"""A torch Dataset over detection records: reads RGB, picks the trainable boxes, applies the transform."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from detection.data.image_io import ImageReadError, read_image_rgb
+from detection.data.records import trainable_mask
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DetectionDataset", "aspect_ratio_group_ids"]
+
+
+def aspect_ratio_group_ids(records: Sequence[dict]) -> np.ndarray:
+    """int64 [N]: 0 for landscape/square images (w >= h), 1 for portrait (w < h)."""
+    hw = np.asarray([(r["height"], r["width"]) for r in records], dtype=np.int64).reshape(-1, 2)
+    return (hw[:, 1] < hw[:, 0]).astype(np.int64)
+
+
+class DetectionDataset(torch.utils.data.Dataset):
+    """``dataset[i] -> (image, target)`` for record ``i``.
+
+    image: float32 Tensor[3, H, W] RGB in 0..1 (after the transform). target: dict with
+      ``boxes`` float32 Tensor[M, 4] xyxy continuous pixels of the returned image, ``labels`` int64 Tensor[M] in
+      1..K, ``image_id`` (the record's), ``index`` (i), ``orig_size`` (h, w) of the file, ``size`` (H, W) returned,
+      ``scale`` (sy, sx) resize factor the transform applied (``size ~= orig_size * scale`` without crops).
+    Images without boxes give ``boxes`` of shape [0, 4].
+
+    records: reader records. transform: a ``DetectionTransform``-like callable
+      ``(image, boxes) -> (image, boxes, keep, scale)``; None = identity.
+    use_difficult / use_crowd: keep boxes flagged difficult / iscrowd in the targets (default: leave them out).
+    skip_bad_images: an unreadable image is replaced by the next readable record with a warning (training);
+      otherwise ImageReadError (naming the file) is raised.
+    class_names, meta: carried along for the engine and evaluators (label k is ``class_names[k - 1]``).
+    """
+
+    def __init__(self, records: Sequence[dict], transform: Optional[Callable] = None, use_difficult: bool = False,
+                 use_crowd: bool = False, skip_bad_images: bool = False, class_names: Sequence[str] = (),
+                 meta: Optional[dict] = None):
+        self.records = list(records)
+        self.transform = transform
+        self.use_difficult = bool(use_difficult)
+        self.use_crowd = bool(use_crowd)
+        self.skip_bad_images = bool(skip_bad_images)
+        self.class_names = tuple(class_names)
+        self.meta = dict(meta or {})
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def group_ids(self) -> np.ndarray:
+        """Aspect-ratio group of every record (see :func:`aspect_ratio_group_ids`)."""
+        return aspect_ratio_group_ids(self.records)
+
+    def set_seed(self, seed: int) -> None:
+        """Reseed the transform's randomness (called by the loader's worker_init_fn)."""
+        if hasattr(self.transform, "set_seed"):
+            self.transform.set_seed(seed)
+
+    def _read(self, index: int):
+        n = len(self.records)
+        for k in range(n if self.skip_bad_images else 1):
+            i = (index + k) % n
+            rec = self.records[i]
+            try:
+                return i, rec, read_image_rgb(rec["path"], expected_hw=(rec["height"], rec["width"]))
+            except ImageReadError as e:
+                if not self.skip_bad_images:
+                    raise
+                logger.warning("%s; skipped (DATA.SKIP_BAD_IMAGES)", e)
+        raise ImageReadError(self.records[index]["path"], "no readable image left in the dataset")
+
+    def __getitem__(self, index: int):
+        index, rec, image = self._read(int(index))
+        keep = trainable_mask(rec, self.use_difficult, self.use_crowd)
+        boxes, labels = rec["boxes"][keep], rec["labels"][keep]
+        scale = (1.0, 1.0)
+        if self.transform is not None:
+            image, boxes, kept, scale = self.transform(image, boxes)
+            labels = labels[kept]
+        img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+        target = dict(
+            boxes=torch.from_numpy(np.asarray(boxes, dtype=np.float32).reshape(-1, 4)),
+            labels=torch.from_numpy(np.asarray(labels, dtype=np.int64).reshape(-1)),
+            image_id=rec["image_id"],
+            index=index,
+            orig_size=(int(rec["height"]), int(rec["width"])),
+            size=(int(img.shape[1]), int(img.shape[2])),
+            scale=(float(scale[0]), float(scale[1])),
+        )
+        return img, target
