@@ -5,6 +5,8 @@ extension must be built, and importing `detection.ops` without it fails with ins
 """
 import os
 
+import torch  # noqa: F401  (loads libc10 / libtorch before the extension that links to them)
+
 BACKEND = os.environ.get("DETECTION_OPS", "compiled").strip().lower() or "compiled"
 _VALID = ("compiled", "torchvision")
 if BACKEND not in _VALID:

@@ -1,0 +1,265 @@
+// Non-maximum suppression on CUDA by IoU bitmask (the py-faster-rcnn / torchvision algorithm), with the greedy
+// reduction done on the device so that only the number of kept boxes (8 bytes) travels to the host.
+//
+//   dets:   [N, 4] xyxy, continuous coordinates (area = (x2 - x1) * (y2 - y1)); float64/32/16, bfloat16
+//   scores: [N], same dtype
+//   returns int64 [M] indices into dets of the kept boxes, sorted by decreasing score.
+//
+// A box is suppressed when its IoU with a kept, higher-scoring box is > iou_threshold (strictly).
+//
+// 1. Sort by decreasing score (stable, so equal scores keep their input order).
+// 2. nms_mask_kernel: the sorted boxes are cut into blocks of 64. CUDA block (col, row) compares the 64 boxes of
+//    row block `row` with the 64 boxes of column block `col` (only col >= row is needed: a box is only ever
+//    suppressed by higher-scoring ones). mask[i][col] bit j is set when box i suppresses box 64 * col + j (j > i).
+//    mask: [N, col_blocks] uint64; words left of the diagonal are never written nor read.
+// 3. nms_reduce_kernel: one CUDA block walks the 64-box blocks in order. For each block the greedy decision
+//    within the block is sequential (thread 0, on the diagonal words staged in shared memory, visiting only boxes
+//    still alive); the kept rows are then OR-ed into the `removed` words of all later blocks in parallel, one
+//    word per thread. Kept indices are compacted into the output on the fly.
+#include <ATen/core/Tensor.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAStream.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <tuple>
+
+#include "cuda_helpers.cuh"
+
+namespace detection {
+namespace ops {
+namespace {
+
+using u64 = unsigned long long;
+constexpr int kBoxesPerBlock = 64;  // one bit per box in a uint64 mask word
+constexpr int kReduceThreads = 256;  // >= kBoxesPerBlock
+// `removed` lives in dynamic shared memory up to this size (5888 words, N <= 376832); beyond, in global memory.
+// Static + dynamic shared memory must stay within the 48 KiB a kernel gets without opting in; the static part
+// (diag, kept_shared) is 520 bytes.
+constexpr size_t kMaxReduceSharedBytes = 46 * 1024;
+
+// IEEE-rounded arithmetic that the compiler may not contract into FMAs, so that the IoU is computed exactly like
+// the CPU kernel (x86-64 without -mfma) and equal-to-threshold cases decide the same way on both devices.
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
+__device__ __forceinline__ float sub_rn(float a, float b) { return __fsub_rn(a, b); }
+__device__ __forceinline__ double sub_rn(double a, double b) { return __dsub_rn(a, b); }
+__device__ __forceinline__ float div_rn(float a, float b) { return __fdiv_rn(a, b); }
+__device__ __forceinline__ double div_rn(double a, double b) { return __ddiv_rn(a, b); }
+
+// The largest acc_t value t with (x > t) == (x > threshold) for every acc_t x: the IoU is compared in acc_t exactly
+// as the CPU kernel (and torchvision's CPU kernel) compare it with the double threshold.
+template <typename acc_t>
+acc_t threshold_in(double threshold) {
+  acc_t t = static_cast<acc_t>(threshold);
+  if (static_cast<double>(t) > threshold) {
+    t = std::nextafter(t, -std::numeric_limits<acc_t>::infinity());
+  }
+  return t;
+}
+
+// box: x1, y1, x2, y2 in the op-math type (float for half/bfloat16 inputs).
+template <typename acc_t>
+struct Box {
+  acc_t x1, y1, x2, y2, area;
+};
+
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ Box<acc_t> load_box(const scalar_t* p) {
+  Box<acc_t> b;
+  b.x1 = static_cast<acc_t>(p[0]);
+  b.y1 = static_cast<acc_t>(p[1]);
+  b.x2 = static_cast<acc_t>(p[2]);
+  b.y2 = static_cast<acc_t>(p[3]);
+  b.area = mul_rn(sub_rn(b.x2, b.x1), sub_rn(b.y2, b.y1));
+  return b;
+}
+
+// IoU(a, b) > threshold, with `a` the higher-scoring box: inter / (area_a + area_b - inter).
+// Degenerate boxes give 0/0 = NaN, which never suppresses.
+template <typename acc_t>
+__device__ __forceinline__ bool iou_above(const Box<acc_t>& a, const Box<acc_t>& b, acc_t threshold) {
+  const acc_t w = max(sub_rn(min(a.x2, b.x2), max(a.x1, b.x1)), acc_t(0));
+  const acc_t h = max(sub_rn(min(a.y2, b.y2), max(a.y1, b.y1)), acc_t(0));
+  const acc_t inter = mul_rn(w, h);
+  return div_rn(inter, sub_rn(add_rn(a.area, b.area), inter)) > threshold;
+}
+
+// grid (col_blocks, col_blocks), block kBoxesPerBlock threads.
+// boxes: [N, 4] sorted by decreasing score; mask: [N, col_blocks] (see the file comment).
+template <typename scalar_t>
+__global__ void __launch_bounds__(kBoxesPerBlock)
+    nms_mask_kernel(int n_boxes, int col_blocks, at::opmath_type<scalar_t> threshold, const scalar_t* boxes,
+                    u64* mask) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int row_block = blockIdx.y;
+  const int col_block = blockIdx.x;
+  if (row_block > col_block) {
+    return;
+  }
+  const int row_size = min(n_boxes - row_block * kBoxesPerBlock, kBoxesPerBlock);
+  const int col_size = min(n_boxes - col_block * kBoxesPerBlock, kBoxesPerBlock);
+
+  __shared__ Box<acc_t> col_boxes[kBoxesPerBlock];
+  if (threadIdx.x < col_size) {
+    col_boxes[threadIdx.x] =
+        load_box<scalar_t, acc_t>(boxes + (static_cast<int64_t>(col_block) * kBoxesPerBlock + threadIdx.x) * 4);
+  }
+  __syncthreads();
+
+  if (threadIdx.x < row_size) {
+    const int64_t row = static_cast<int64_t>(row_block) * kBoxesPerBlock + threadIdx.x;
+    const Box<acc_t> cur = load_box<scalar_t, acc_t>(boxes + row * 4);
+    // On the diagonal a box is compared only with the lower-scoring boxes after it.
+    const int start = (row_block == col_block) ? threadIdx.x + 1 : 0;
+    u64 bits = 0;
+    for (int j = start; j < col_size; ++j) {
+      if (iou_above(cur, col_boxes[j], threshold)) {
+        bits |= 1ULL << j;
+      }
+    }
+    mask[row * col_blocks + col_block] = bits;
+  }
+}
+
+// One block of kReduceThreads threads, dynamic shared memory col_blocks words unless `removed_global` is given.
+// mask: [N, col_blocks]; order: [N] int64 input index of each sorted box;
+// keep: [N] int64, its first *num_kept entries are written; removed_global: null or [col_blocks] zeroed words.
+__global__ void __launch_bounds__(kReduceThreads)
+    nms_reduce_kernel(int n_boxes, int col_blocks, const u64* __restrict__ mask, const int64_t* __restrict__ order,
+                      int64_t* __restrict__ keep, int64_t* __restrict__ num_kept, u64* removed_global) {
+  extern __shared__ u64 removed_shared[];
+  __shared__ u64 diag[kBoxesPerBlock];
+  __shared__ u64 kept_shared;
+
+  u64* removed = removed_global != nullptr ? removed_global : removed_shared;
+  const int tid = threadIdx.x;
+  if (removed_global == nullptr) {
+    for (int j = tid; j < col_blocks; j += blockDim.x) {
+      removed[j] = 0;
+    }
+  }
+
+  int64_t n_kept = 0;  // identical in every thread
+  for (int nb = 0; nb < col_blocks; ++nb) {
+    const int64_t row0 = static_cast<int64_t>(nb) * kBoxesPerBlock;
+    const int size = min(n_boxes - nb * kBoxesPerBlock, kBoxesPerBlock);
+    if (tid < size) {
+      diag[tid] = mask[(row0 + tid) * col_blocks + nb];
+    }
+    __syncthreads();  // diag staged; removed[nb] complete (written by the previous iteration)
+
+    if (tid == 0) {
+      const u64 valid = size == kBoxesPerBlock ? ~0ULL : ((1ULL << size) - 1);
+      u64 rem = removed[nb];
+      u64 kept = 0;
+      u64 alive = valid & ~rem;
+      while (alive != 0) {
+        const int b = __ffsll(static_cast<long long>(alive)) - 1;  // lowest alive = highest score left
+        kept |= 1ULL << b;
+        rem |= diag[b] | (1ULL << b);  // diag[b] only has bits > b; b itself is now decided
+        alive = valid & ~rem;
+      }
+      kept_shared = kept;
+    }
+    __syncthreads();
+    const u64 kept = kept_shared;
+
+    if (tid < size && ((kept >> tid) & 1ULL)) {
+      keep[n_kept + __popcll(kept & ((1ULL << tid) - 1))] = order[row0 + tid];
+    }
+    n_kept += __popcll(kept);
+
+    // Every kept box of this block suppresses what its mask row says in all later blocks.
+    for (int j = nb + 1 + tid; j < col_blocks; j += blockDim.x) {
+      u64 acc = removed[j];
+      u64 k = kept;
+      while (k != 0) {
+        const int b = __ffsll(static_cast<long long>(k)) - 1;
+        k &= k - 1;
+        acc |= mask[(row0 + b) * col_blocks + j];
+      }
+      removed[j] = acc;
+    }
+    // The __syncthreads at the top of the next iteration orders these writes before thread 0 reads removed[nb+1].
+  }
+  if (tid == 0) {
+    *num_kept = n_kept;
+  }
+}
+
+at::Tensor nms_cuda(const at::Tensor& dets, const at::Tensor& scores, double iou_threshold) {
+  TORCH_CHECK(dets.is_cuda(), "nms: dets must be a CUDA tensor");
+  TORCH_CHECK(scores.is_cuda(), "nms: scores must be a CUDA tensor");
+  TORCH_CHECK(dets.dim() == 2 && dets.size(1) == 4, "nms: dets must be [N, 4] xyxy, got shape ", dets.sizes());
+  TORCH_CHECK(scores.dim() == 1, "nms: scores must be [N], got shape ", scores.sizes());
+  TORCH_CHECK(dets.size(0) == scores.size(0), "nms: dets has ", dets.size(0), " boxes but scores has ",
+              scores.size(0));
+  TORCH_CHECK(dets.device() == scores.device(), "nms: dets is on ", dets.device(), " but scores is on ",
+              scores.device());
+  TORCH_CHECK(dets.scalar_type() == scores.scalar_type(), "nms: dets dtype ", dets.scalar_type(),
+              " must match scores dtype ", scores.scalar_type());
+
+  c10::cuda::CUDAGuard device_guard(dets.device());
+  const int64_t n = dets.size(0);
+  if (n == 0) {
+    return at::empty({0}, dets.options().dtype(at::kLong));
+  }
+  const int64_t col_blocks = cuda::ceil_div(n, kBoxesPerBlock);
+  TORCH_CHECK(col_blocks <= 65535, "nms: at most ", 65535 * kBoxesPerBlock, " boxes are supported, got ", n);
+
+  const at::Tensor order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
+  const at::Tensor dets_sorted = dets.index_select(0, order).contiguous();
+  // [N, col_blocks] uint64 words (stored in an int64 tensor); left-of-diagonal words stay uninitialised.
+  at::Tensor mask = at::empty({n, col_blocks}, dets.options().dtype(at::kLong));
+  // keep[0 .. num_kept) are the kept input indices; num_kept is written last by the reduction.
+  at::Tensor keep = at::empty({n + 1}, dets.options().dtype(at::kLong));
+  at::Tensor num_kept = keep.narrow(0, n, 1);
+
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const dim3 mask_grid(static_cast<unsigned int>(col_blocks), static_cast<unsigned int>(col_blocks));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dets_sorted.scalar_type(), "nms_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    nms_mask_kernel<scalar_t><<<mask_grid, kBoxesPerBlock, 0, stream>>>(
+        static_cast<int>(n), static_cast<int>(col_blocks), threshold_in<acc_t>(iou_threshold),
+        dets_sorted.const_data_ptr<scalar_t>(), reinterpret_cast<u64*>(mask.mutable_data_ptr<int64_t>()));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+
+  const size_t removed_bytes = static_cast<size_t>(col_blocks) * sizeof(u64);
+  at::Tensor removed_global;
+  u64* removed_ptr = nullptr;
+  size_t shared_bytes = removed_bytes;
+  if (removed_bytes > kMaxReduceSharedBytes) {
+    removed_global = at::zeros({col_blocks}, dets.options().dtype(at::kLong));
+    removed_ptr = reinterpret_cast<u64*>(removed_global.mutable_data_ptr<int64_t>());
+    shared_bytes = 0;
+  }
+  nms_reduce_kernel<<<1, kReduceThreads, shared_bytes, stream>>>(
+      static_cast<int>(n), static_cast<int>(col_blocks), reinterpret_cast<const u64*>(mask.const_data_ptr<int64_t>()),
+      order.const_data_ptr<int64_t>(), keep.mutable_data_ptr<int64_t>(), num_kept.mutable_data_ptr<int64_t>(),
+      removed_ptr);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  // The only device-to-host transfer: how many boxes were kept (synchronises with the stream).
+  const int64_t m = num_kept.item<int64_t>();
+  return keep.narrow(0, 0, m);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(detection, CUDA, m) {
+  m.impl("nms", TORCH_FN(nms_cuda));
+}
+
+}  // namespace ops
+}  // namespace detection

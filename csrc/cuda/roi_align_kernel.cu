@@ -1,0 +1,299 @@
+// RoIAlign (Mask R-CNN) forward and backward on CUDA, with torchvision.ops.roi_align's semantics.
+//
+//   input:  [B, C, H, W]
+//   rois:   [K, 5] rows (batch_index, x1, y1, x2, y2), xyxy in image coordinates; spatial_scale maps them onto
+//           the feature map. aligned=True shifts them by -0.5 (pixel centres at integer + 0.5); aligned=False
+//           forces every RoI to be at least 1x1.
+//   output: [K, C, pooled_height, pooled_width], each bin the mean of grid_h x grid_w bilinear samples placed at
+//           the centres of a regular sub-grid (grid = sampling_ratio if > 0, else ceil(roi_size / pooled_size)).
+// A sample outside [-1, H] x [-1, W] contributes 0; one inside is clamped to the map. RoIs whose batch index is
+// outside [0, B) give 0 (and receive no gradient) instead of reading out of bounds.
+//
+// Arithmetic is done in the op-math type (float for half/bfloat16), and the backward accumulates with atomics
+// into an op-math buffer that is cast back to the input dtype at the end.
+#include <ATen/core/Tensor.h>
+#include <ATen/Context.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cuda/Atomic.cuh>
+#include <c10/cuda/CUDAStream.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "cuda_helpers.cuh"
+
+namespace detection {
+namespace ops {
+namespace {
+
+// Where the sampling grid of one RoI lies on the feature map.
+template <typename acc_t>
+struct AlignBins {
+  int64_t batch;         // batch index, -1 when outside [0, B)
+  acc_t start_h, start_w;  // top-left corner of the RoI on the feature map
+  acc_t bin_h, bin_w;      // size of one output bin
+  int grid_h, grid_w;      // samples per bin along each axis
+};
+
+// Samples per bin along one axis when sampling_ratio <= 0: ceil(roi_size / pooled), 0 for empty or NaN sizes.
+template <typename acc_t>
+__device__ __forceinline__ int adaptive_grid(acc_t roi_size, int pooled) {
+  const acc_t g = ceil(roi_size / static_cast<acc_t>(pooled));
+  return g > acc_t(0) ? static_cast<int>(g) : 0;
+}
+
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ AlignBins<acc_t> align_bins(const scalar_t* roi, acc_t spatial_scale, int batch_size,
+                                                       int pooled_height, int pooled_width, int sampling_ratio,
+                                                       bool aligned) {
+  AlignBins<acc_t> g;
+  const acc_t b = static_cast<acc_t>(roi[0]);
+  // Truncated like an (int) cast; (-1, B) truncates into [0, B). NaN fails both tests.
+  g.batch = (b > acc_t(-1) && b < static_cast<acc_t>(batch_size)) ? static_cast<int64_t>(b) : -1;
+  const acc_t offset = aligned ? acc_t(0.5) : acc_t(0);
+  g.start_w = static_cast<acc_t>(roi[1]) * spatial_scale - offset;
+  g.start_h = static_cast<acc_t>(roi[2]) * spatial_scale - offset;
+  const acc_t end_w = static_cast<acc_t>(roi[3]) * spatial_scale - offset;
+  const acc_t end_h = static_cast<acc_t>(roi[4]) * spatial_scale - offset;
+  acc_t roi_w = end_w - g.start_w;
+  acc_t roi_h = end_h - g.start_h;
+  if (!aligned) {  // legacy behaviour: malformed RoIs become 1x1
+    roi_w = max(roi_w, acc_t(1));
+    roi_h = max(roi_h, acc_t(1));
+  }
+  g.bin_h = roi_h / static_cast<acc_t>(pooled_height);
+  g.bin_w = roi_w / static_cast<acc_t>(pooled_width);
+  g.grid_h = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(roi_h, pooled_height);
+  g.grid_w = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(roi_w, pooled_width);
+  return g;
+}
+
+// Corners and weights of the bilinear sample at (y, x) on an H x W plane; valid=false when it contributes nothing.
+template <typename acc_t>
+struct Bilinear {
+  bool valid;
+  int y_low, x_low, y_high, x_high;
+  acc_t w_ll, w_lh, w_hl, w_hh;  // weights of (y_low, x_low), (y_low, x_high), (y_high, x_low), (y_high, x_high)
+};
+
+template <typename acc_t>
+__device__ __forceinline__ Bilinear<acc_t> bilinear(int height, int width, acc_t y, acc_t x) {
+  Bilinear<acc_t> s;
+  // Written as !(inside) so that NaN coordinates are treated as outside.
+  if (!(y >= acc_t(-1) && y <= static_cast<acc_t>(height) && x >= acc_t(-1) && x <= static_cast<acc_t>(width))) {
+    s.valid = false;
+    return s;
+  }
+  s.valid = true;
+  if (y <= 0) {
+    y = 0;
+  }
+  if (x <= 0) {
+    x = 0;
+  }
+  s.y_low = static_cast<int>(y);
+  s.x_low = static_cast<int>(x);
+  if (s.y_low >= height - 1) {
+    s.y_high = s.y_low = height - 1;
+    y = static_cast<acc_t>(s.y_low);
+  } else {
+    s.y_high = s.y_low + 1;
+  }
+  if (s.x_low >= width - 1) {
+    s.x_high = s.x_low = width - 1;
+    x = static_cast<acc_t>(s.x_low);
+  } else {
+    s.x_high = s.x_low + 1;
+  }
+  const acc_t ly = y - static_cast<acc_t>(s.y_low);
+  const acc_t lx = x - static_cast<acc_t>(s.x_low);
+  const acc_t hy = acc_t(1) - ly;
+  const acc_t hx = acc_t(1) - lx;
+  s.w_ll = hy * hx;
+  s.w_lh = hy * lx;
+  s.w_hl = ly * hx;
+  s.w_hh = ly * lx;
+  return s;
+}
+
+// One thread per output element (n, c, ph, pw) of output [K, C, ph, pw].
+template <typename scalar_t>
+__global__ void roi_align_forward_kernel(int64_t total, const scalar_t* __restrict__ input,
+                                         const scalar_t* __restrict__ rois, at::opmath_type<scalar_t> spatial_scale,
+                                         int batch_size, int channels, int height, int width, int pooled_height,
+                                         int pooled_width, int sampling_ratio, bool aligned,
+                                         scalar_t* __restrict__ output) {
+  using acc_t = at::opmath_type<scalar_t>;
+  DETECTION_CUDA_KERNEL_LOOP(index, total) {
+    const int pw = static_cast<int>(index % pooled_width);
+    const int ph = static_cast<int>((index / pooled_width) % pooled_height);
+    const int c = static_cast<int>((index / pooled_width / pooled_height) % channels);
+    const int64_t n = index / pooled_width / pooled_height / channels;
+
+    const AlignBins<acc_t> g = align_bins<scalar_t, acc_t>(rois + n * 5, spatial_scale, batch_size, pooled_height,
+                                                           pooled_width, sampling_ratio, aligned);
+    acc_t sum = 0;
+    if (g.batch >= 0) {
+      const scalar_t* plane = input + (g.batch * channels + c) * static_cast<int64_t>(height) * width;
+      for (int iy = 0; iy < g.grid_h; ++iy) {
+        const acc_t y = g.start_h + static_cast<acc_t>(ph) * g.bin_h +
+                        (static_cast<acc_t>(iy) + acc_t(0.5)) * g.bin_h / static_cast<acc_t>(g.grid_h);
+        for (int ix = 0; ix < g.grid_w; ++ix) {
+          const acc_t x = g.start_w + static_cast<acc_t>(pw) * g.bin_w +
+                          (static_cast<acc_t>(ix) + acc_t(0.5)) * g.bin_w / static_cast<acc_t>(g.grid_w);
+          const Bilinear<acc_t> s = bilinear(height, width, y, x);
+          if (s.valid) {
+            const scalar_t* row_low = plane + static_cast<int64_t>(s.y_low) * width;
+            const scalar_t* row_high = plane + static_cast<int64_t>(s.y_high) * width;
+            sum += s.w_ll * static_cast<acc_t>(row_low[s.x_low]) + s.w_lh * static_cast<acc_t>(row_low[s.x_high]) +
+                   s.w_hl * static_cast<acc_t>(row_high[s.x_low]) + s.w_hh * static_cast<acc_t>(row_high[s.x_high]);
+          }
+        }
+      }
+    }
+    // An empty grid (degenerate aligned RoI) averages over max(count, 1) and gives 0.
+    const acc_t count = max(static_cast<acc_t>(g.grid_h) * static_cast<acc_t>(g.grid_w), acc_t(1));
+    output[index] = static_cast<scalar_t>(sum / count);
+  }
+}
+
+// One thread per element of grad [K, C, ph, pw] (contiguous); scatters into grad_input [B, C, H, W] (op-math type).
+template <typename scalar_t>
+__global__ void roi_align_backward_kernel(int64_t total, const scalar_t* __restrict__ grad,
+                                          const scalar_t* __restrict__ rois, at::opmath_type<scalar_t> spatial_scale,
+                                          int batch_size, int channels, int height, int width, int pooled_height,
+                                          int pooled_width, int sampling_ratio, bool aligned,
+                                          at::opmath_type<scalar_t>* __restrict__ grad_input) {
+  using acc_t = at::opmath_type<scalar_t>;
+  DETECTION_CUDA_KERNEL_LOOP(index, total) {
+    const int pw = static_cast<int>(index % pooled_width);
+    const int ph = static_cast<int>((index / pooled_width) % pooled_height);
+    const int c = static_cast<int>((index / pooled_width / pooled_height) % channels);
+    const int64_t n = index / pooled_width / pooled_height / channels;
+
+    const AlignBins<acc_t> g = align_bins<scalar_t, acc_t>(rois + n * 5, spatial_scale, batch_size, pooled_height,
+                                                           pooled_width, sampling_ratio, aligned);
+    if (g.batch < 0) {
+      continue;
+    }
+    const acc_t grad_bin = static_cast<acc_t>(grad[index]);
+    // No sample, no loop: never divides by 0.
+    const acc_t count = static_cast<acc_t>(g.grid_h) * static_cast<acc_t>(g.grid_w);
+    acc_t* plane = grad_input + (g.batch * channels + c) * static_cast<int64_t>(height) * width;
+    for (int iy = 0; iy < g.grid_h; ++iy) {
+      const acc_t y = g.start_h + static_cast<acc_t>(ph) * g.bin_h +
+                      (static_cast<acc_t>(iy) + acc_t(0.5)) * g.bin_h / static_cast<acc_t>(g.grid_h);
+      for (int ix = 0; ix < g.grid_w; ++ix) {
+        const acc_t x = g.start_w + static_cast<acc_t>(pw) * g.bin_w +
+                        (static_cast<acc_t>(ix) + acc_t(0.5)) * g.bin_w / static_cast<acc_t>(g.grid_w);
+        const Bilinear<acc_t> s = bilinear(height, width, y, x);
+        if (!s.valid) {
+          continue;
+        }
+        acc_t* row_low = plane + static_cast<int64_t>(s.y_low) * width;
+        acc_t* row_high = plane + static_cast<int64_t>(s.y_high) * width;
+        gpuAtomicAdd(row_low + s.x_low, grad_bin * s.w_ll / count);
+        gpuAtomicAdd(row_low + s.x_high, grad_bin * s.w_lh / count);
+        gpuAtomicAdd(row_high + s.x_low, grad_bin * s.w_hl / count);
+        gpuAtomicAdd(row_high + s.x_high, grad_bin * s.w_hh / count);
+      }
+    }
+  }
+}
+
+// Host-side argument checks shared with the CPU kernels (sampling_ratio <= 0 means adaptive: any value is valid).
+void check_args(int64_t pooled_height, int64_t pooled_width, double spatial_scale) {
+  TORCH_CHECK(pooled_height > 0 && pooled_width > 0, "roi_align: output size must be positive, got (",
+              pooled_height, ", ", pooled_width, ")");
+  TORCH_CHECK(std::isfinite(spatial_scale) && spatial_scale > 0,
+              "roi_align: spatial_scale must be a positive finite number, got ", spatial_scale);
+}
+
+at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
+                                  int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
+  TORCH_CHECK(input.is_cuda(), "roi_align: input must be a CUDA tensor");
+  TORCH_CHECK(input.dim() == 4, "roi_align: input must be [B, C, H, W], got shape ", input.sizes());
+  cuda::check_rois(rois, input, "input");
+  check_args(pooled_height, pooled_width, spatial_scale);
+
+  c10::cuda::CUDAGuard device_guard(input.device());
+  const int64_t num_rois = rois.size(0);
+  const int64_t batch_size = input.size(0), channels = input.size(1), height = input.size(2), width = input.size(3);
+  const int64_t total = num_rois * channels * pooled_height * pooled_width;
+  if (total == 0 || input.numel() == 0) {  // nothing to compute, or nothing to sample from: zeros
+    return at::zeros({num_rois, channels, pooled_height, pooled_width}, input.options());
+  }
+  at::Tensor output = at::empty({num_rois, channels, pooled_height, pooled_width}, input.options());
+  const at::Tensor input_c = input.contiguous();
+  const at::Tensor rois_c = rois.contiguous();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_forward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    roi_align_forward_kernel<scalar_t><<<cuda::grid_for(total), cuda::kThreadsPerBlock, 0, stream>>>(
+        total, input_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(),
+        static_cast<acc_t>(spatial_scale), static_cast<int>(batch_size), static_cast<int>(channels),
+        static_cast<int>(height), static_cast<int>(width), static_cast<int>(pooled_height),
+        static_cast<int>(pooled_width), static_cast<int>(sampling_ratio), aligned,
+        output.mutable_data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return output;
+}
+
+at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& rois, double spatial_scale,
+                                   int64_t pooled_height, int64_t pooled_width, int64_t batch_size, int64_t channels,
+                                   int64_t height, int64_t width, int64_t sampling_ratio, bool aligned) {
+  TORCH_CHECK(grad.is_cuda(), "roi_align backward: grad must be a CUDA tensor");
+  cuda::check_rois(rois, grad, "grad");
+  check_args(pooled_height, pooled_width, spatial_scale);
+  TORCH_CHECK(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0,
+              "roi_align backward: negative input size");
+  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == rois.size(0) && grad.size(1) == channels &&
+                  grad.size(2) == pooled_height && grad.size(3) == pooled_width,
+              "roi_align backward: grad must be [K, C, ph, pw] = [", rois.size(0), ", ", channels, ", ",
+              pooled_height, ", ", pooled_width, "], got ", grad.sizes());
+
+  c10::cuda::CUDAGuard device_guard(grad.device());
+  const int64_t total = grad.numel();
+  if (total == 0 || batch_size * channels * height * width == 0) {
+    return at::zeros({batch_size, channels, height, width}, grad.options());
+  }
+  // Atomic adds in a different order from run to run.
+  at::globalContext().alertNotDeterministic("roi_align_backward_cuda");
+  const at::Tensor grad_c = grad.contiguous();
+  const at::Tensor rois_c = rois.contiguous();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+
+  at::Tensor grad_input;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_align_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    // [B, C, H, W] in the op-math dtype (float for half/bfloat16), so atomics accumulate at full precision.
+    at::Tensor acc = at::zeros({batch_size, channels, height, width},
+                               grad.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+    roi_align_backward_kernel<scalar_t><<<cuda::grid_for(total), cuda::kThreadsPerBlock, 0, stream>>>(
+        total, grad_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(),
+        static_cast<acc_t>(spatial_scale), static_cast<int>(batch_size), static_cast<int>(channels),
+        static_cast<int>(height), static_cast<int>(width), static_cast<int>(pooled_height),
+        static_cast<int>(pooled_width), static_cast<int>(sampling_ratio), aligned, acc.mutable_data_ptr<acc_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    grad_input = acc.scalar_type() == grad.scalar_type() ? acc : acc.to(grad.scalar_type());
+  });
+  return grad_input;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(detection, CUDA, m) {
+  m.impl("roi_align", TORCH_FN(roi_align_forward_cuda));
+  m.impl("_roi_align_backward", TORCH_FN(roi_align_backward_cuda));
+}
+
+}  // namespace ops
+}  // namespace detection

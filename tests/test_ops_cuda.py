@@ -1,0 +1,433 @@
+"""CUDA kernels of detection._C (csrc/cuda) against our CPU kernels and torchvision's CUDA ops.
+
+Needs a CUDA device and an extension built with its CUDA sources (FORCE_CUDA=1, or a GPU at build time);
+without a device the whole module is skipped. Boxes are xyxy in image coordinates; RoIs are [K, 5] rows
+(batch_index, x1, y1, x2, y2).
+"""
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+import torchvision  # noqa: E402
+
+from detection import ops  # noqa: E402
+
+_C = torch.ops.detection
+CUDA = "cuda"
+TOL = {
+    torch.float32: dict(rtol=1e-5, atol=1e-5),
+    torch.float64: dict(rtol=1e-12, atol=1e-12),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compiled_with_cuda():
+    if ops.BACKEND != "compiled":
+        pytest.skip(f"DETECTION_OPS={ops.BACKEND}: the compiled ops are not in use")
+    for name in ("nms", "roi_align", "_roi_align_backward", "roi_pool", "_roi_pool_backward"):
+        if not torch._C._dispatch_has_kernel_for_dispatch_key(f"detection::{name}", "CUDA"):
+            pytest.fail(f"detection._C has no CUDA kernel for {name}: rebuild with FORCE_CUDA=1 `make setup` "
+                        "(or `FORCE_CUDA=1 pip install --no-build-isolation -e .`)")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# inputs
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def random_boxes(n, dtype=torch.float32, seed=0, size=100.0):
+    """[n, 4] xyxy boxes: half scattered at random, half jittered copies of them (so that many overlap)."""
+    g = _gen(seed)
+    m = (n + 1) // 2
+    xy = torch.rand(m, 2, dtype=torch.float64, generator=g) * size
+    wh = torch.rand(m, 2, dtype=torch.float64, generator=g) * size / 4 + 0.5
+    base = torch.cat([xy, xy + wh], 1)
+    jitter = base[torch.randint(0, max(m, 1), (n - m,), generator=g)] + torch.randn(n - m, 4, dtype=torch.float64,
+                                                                                       generator=g) * 2
+    jitter[:, 2:] = torch.maximum(jitter[:, 2:], jitter[:, :2] + 0.1)
+    return torch.cat([base, jitter])[:n].to(dtype)
+
+
+def distinct_scores(n, dtype=torch.float32, seed=1):
+    """[n] scores, all different (ties could be ordered differently by torchvision's unstable sort)."""
+    return (torch.randperm(n, generator=_gen(seed)).to(torch.float64) / max(n, 1)).to(dtype)
+
+
+def feature_map(dtype=torch.float32, seed=2, shape=(2, 3, 10, 12)):
+    return torch.rand(*shape, dtype=torch.float64, generator=_gen(seed)).to(dtype)
+
+
+def tricky_rois(dtype=torch.float32, scale=1.0):
+    """RoIs for a [2, C, 10, 12] map at spatial_scale `scale`: inside, partly and fully outside, degenerate."""
+    s = 1.0 / scale
+    rows = [
+        [0, 0, 0, 11, 9],  # the whole map
+        [1, 2.3, 1.7, 7.9, 6.2],
+        [0, -4, -3, 3, 2],  # partly outside, top-left
+        [1, 8, 6, 20, 15],  # partly outside, bottom-right
+        [0, 30, 30, 40, 40],  # fully outside
+        [1, -10, -10, -2, -3],  # fully outside, negative
+        [1, 5, 5, 5, 5],  # a point
+        [0, 6, 4, 3, 2],  # x2 < x1, y2 < y1
+        [1, 0.2, 0.1, 1.1, 0.9],  # smaller than a cell
+        [0, -0.6, -0.9, 11.7, 10.4],  # just beyond every border
+    ]
+    rois = torch.tensor(rows, dtype=torch.float64)
+    rois[:, 1:] *= s
+    return rois.to(dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# nms
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.5, 0.7, 1.0])
+@pytest.mark.parametrize("n", [0, 1, 2, 63, 64, 65, 129, 1000, 5000])
+def test_nms_matches_cpu_and_torchvision(n, threshold, dtype):
+    boxes, scores = random_boxes(n, dtype, seed=n), distinct_scores(n, dtype, seed=n + 1)
+    keep_cpu = ops.nms(boxes, scores, threshold)
+    keep = ops.nms(boxes.to(CUDA), scores.to(CUDA), threshold)
+    assert keep.device.type == CUDA and keep.dtype == torch.int64 and keep.dim() == 1
+    torch.testing.assert_close(keep.cpu(), keep_cpu, rtol=0, atol=0)
+    torch.testing.assert_close(keep_cpu, torchvision.ops.nms(boxes, scores, threshold), rtol=0, atol=0)
+    # torchvision's CUDA kernel compares the IoU with float32(threshold), its CPU kernel (and ours, on both devices)
+    # with the double threshold; they can only disagree when float32(threshold) != threshold.
+    if float(torch.tensor(threshold, dtype=torch.float32)) == threshold or dtype == torch.float32:
+        keep_tv = torchvision.ops.nms(boxes.to(CUDA), scores.to(CUDA), threshold)
+        torch.testing.assert_close(keep, keep_tv, rtol=0, atol=0)
+    # kept indices in decreasing score order
+    assert torch.all(scores[keep_cpu][1:] < scores[keep_cpu][:-1])
+
+
+@pytest.mark.parametrize("n", [20000, 70000])
+def test_nms_many_boxes(n):
+    boxes, scores = random_boxes(n, torch.float32, seed=3, size=1000.0), distinct_scores(n, seed=4)
+    keep = ops.nms(boxes.to(CUDA), scores.to(CUDA), 0.5)
+    torch.testing.assert_close(keep.cpu(), ops.nms(boxes, scores, 0.5), rtol=0, atol=0)
+    if n <= 20000:
+        torch.testing.assert_close(keep, torchvision.ops.nms(boxes.to(CUDA), scores.to(CUDA), 0.5), rtol=0, atol=0)
+
+
+def test_nms_one_cluster_keeps_one():
+    # 3000 near-identical boxes: the top-scoring one suppresses all others, across many 64-box blocks.
+    boxes = torch.tensor([[10.0, 10.0, 50.0, 50.0]]).repeat(3000, 1) + torch.rand(3000, 4, generator=_gen(5)) * 0.1
+    scores = distinct_scores(3000, seed=6)
+    keep = ops.nms(boxes.to(CUDA), scores.to(CUDA), 0.5)
+    assert keep.tolist() == [int(scores.argmax())]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nms_threshold_edges(dtype):
+    def run(boxes, scores, thr):
+        b = torch.tensor(boxes, dtype=dtype)
+        s = torch.tensor(scores, dtype=dtype)
+        got = ops.nms(b.to(CUDA), s.to(CUDA), thr).cpu()
+        torch.testing.assert_close(got, ops.nms(b, s, thr), rtol=0, atol=0)
+        torch.testing.assert_close(got, torchvision.ops.nms(b, s, thr), rtol=0, atol=0)  # torchvision's CPU rule
+        return got.tolist()
+
+    same = [[0, 0, 10, 10], [0, 0, 10, 10]]
+    assert run(same, [0.4, 0.9], 1.0) == [1, 0]  # IoU 1 is not > 1
+    assert run(same, [0.4, 0.9], 0.99) == [1]
+    touching = [[0, 0, 1, 1], [1, 0, 2, 1]]
+    assert run(touching, [0.9, 0.8], 0.0) == [0, 1]  # IoU 0 is not > 0
+    assert run([[0, 0, 1, 1], [0.9, 0, 2, 1]], [0.9, 0.8], 0.0) == [0]
+    half = [[0, 0, 2, 1], [0, 0, 1, 1]]  # IoU exactly 0.5
+    assert run(half, [0.9, 0.8], 0.5) == [0, 1]
+    assert run(half, [0.9, 0.8], 0.49) == [0]
+    # IoU 1/3 rounds up in float32, so `iou > 1/3` (compared as torchvision's CPU kernel does) is true there.
+    third = [[0, 0, 2, 1], [1, 0, 3, 1]]
+    assert run(third, [0.9, 0.8], 1.0 / 3.0) == ([0] if dtype == torch.float32 else [0, 1])
+    # zero-area boxes: IoU 0/0 is NaN, which never suppresses
+    assert run([[5, 5, 5, 5], [5, 5, 5, 5]], [0.9, 0.8], 0.0) == [0, 1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batched_nms(dtype):
+    n = 1000
+    boxes, scores = random_boxes(n, dtype, seed=7), distinct_scores(n, dtype, seed=8)
+    idxs = torch.randint(0, 5, (n,), generator=_gen(9))
+    keep = ops.batched_nms(boxes.to(CUDA), scores.to(CUDA), idxs.to(CUDA), 0.5)
+    torch.testing.assert_close(keep.cpu(), ops.batched_nms(boxes, scores, idxs, 0.5), rtol=0, atol=0)
+    keep_tv = torchvision.ops.batched_nms(boxes.to(CUDA), scores.to(CUDA), idxs.to(CUDA), 0.5)
+    torch.testing.assert_close(keep, keep_tv, rtol=0, atol=0)
+    # boxes of different categories never suppress each other
+    same_box = torch.tensor([[0.0, 0.0, 10.0, 10.0]] * 3, dtype=dtype, device=CUDA)
+    got = ops.batched_nms(same_box, torch.tensor([0.9, 0.8, 0.7], dtype=dtype, device=CUDA),
+                          torch.tensor([0, 1, 0], device=CUDA), 0.5)
+    assert got.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_nms_reduced_precision(dtype):
+    # IoUs are computed in float32 from the (exactly representable) reduced-precision coordinates, and the stable
+    # sort orders equal scores alike, so the result is that of float32 NMS on the rounded values.
+    n = 1000
+    boxes = random_boxes(n, seed=10).to(dtype).to(CUDA)
+    scores = distinct_scores(n, seed=11).to(dtype).to(CUDA)
+    for threshold in (0.3, 0.5, 0.7):
+        expected = ops.nms(boxes.float(), scores.float(), threshold)
+        torch.testing.assert_close(ops.nms(boxes, scores, threshold), expected, rtol=0, atol=0)
+
+
+def test_nms_side_stream():
+    boxes, scores = random_boxes(2000, seed=12).to(CUDA), distinct_scores(2000, seed=13).to(CUDA)
+    expected = ops.nms(boxes, scores, 0.6)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        got = ops.nms(boxes, scores, 0.6)
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_second_device():
+    dev = torch.device("cuda", 1)
+    assert torch.cuda.current_device() == 0
+    boxes, scores = random_boxes(500, seed=14), distinct_scores(500, seed=15)
+    keep = ops.nms(boxes.to(dev), scores.to(dev), 0.5)
+    assert keep.device == dev
+    torch.testing.assert_close(keep.cpu(), ops.nms(boxes, scores, 0.5), rtol=0, atol=0)
+    x, rois = feature_map(), tricky_rois()
+    out = ops.roi_align(x.to(dev), rois.to(dev), (3, 3), 1.0, 2, True)
+    assert out.device == dev
+    torch.testing.assert_close(out.cpu(), ops.roi_align(x, rois, (3, 3), 1.0, 2, True), **TOL[torch.float32])
+    out, arg = _C.roi_pool(x.to(dev), rois.to(dev), 1.0, 3, 3)
+    assert out.device == dev and arg.device == dev
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# roi_align
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("sampling_ratio", [-1, 0, 2])
+@pytest.mark.parametrize("spatial_scale", [1.0, 0.5])
+def test_roi_align_forward_backward(dtype, aligned, sampling_ratio, spatial_scale):
+    x, rois = feature_map(dtype), tricky_rois(dtype, spatial_scale)
+    args = ((5, 4), spatial_scale, sampling_ratio, aligned)
+
+    x_cpu = x.clone().requires_grad_()
+    out_cpu = ops.roi_align(x_cpu, rois, *args)
+    grad_out = torch.rand(out_cpu.shape, dtype=torch.float64, generator=_gen(16)).to(dtype)
+    out_cpu.backward(grad_out)
+
+    x_gpu = x.to(CUDA).requires_grad_()
+    out = ops.roi_align(x_gpu, rois.to(CUDA), *args)
+    assert out.device.type == CUDA and out.dtype == dtype and out.shape == (rois.shape[0], 3, 5, 4)
+    out.backward(grad_out.to(CUDA))
+    torch.testing.assert_close(out.cpu(), out_cpu, **TOL[dtype])
+    torch.testing.assert_close(x_gpu.grad.cpu(), x_cpu.grad, **TOL[dtype])
+
+    x_tv = x.to(CUDA).requires_grad_()
+    out_tv = torchvision.ops.roi_align(x_tv, rois.to(CUDA), *args)
+    out_tv.backward(grad_out.to(CUDA))
+    torch.testing.assert_close(out, out_tv, **TOL[dtype])
+    torch.testing.assert_close(x_gpu.grad, x_tv.grad, **TOL[dtype])
+
+
+def test_roi_align_many_rois_grid_stride():
+    # K * C * ph * pw = 12.5M outputs: more than the 4096 x 512 threads launched, so the grid-stride loop wraps.
+    x = torch.rand(2, 256, 50, 60, generator=_gen(17))
+    boxes = random_boxes(1000, seed=18, size=230.0)
+    rois = torch.cat([torch.randint(0, 2, (1000, 1), generator=_gen(19)).float(), boxes], 1).to(CUDA)
+    x_gpu = x.to(CUDA).requires_grad_()
+    out = ops.roi_align(x_gpu, rois, 7, 0.25, 2, True)
+    x_tv = x.to(CUDA).requires_grad_()
+    out_tv = torchvision.ops.roi_align(x_tv, rois, 7, 0.25, 2, True)
+    torch.testing.assert_close(out, out_tv, **TOL[torch.float32])
+    grad_out = torch.rand_like(out)
+    out.backward(grad_out)
+    out_tv.backward(grad_out)
+    torch.testing.assert_close(x_gpu.grad, x_tv.grad, rtol=1e-4, atol=1e-4)  # atomics add in any order
+
+
+def test_roi_align_list_of_boxes_and_channels_last():
+    x = feature_map().to(CUDA)
+    rois = tricky_rois().to(CUDA)
+    expected = ops.roi_align(x, rois, (3, 2), 1.0, -1, True)
+    per_image = [rois[rois[:, 0] == i, 1:] for i in range(2)]
+    order = torch.cat([torch.nonzero(rois[:, 0] == i).flatten() for i in range(2)])
+    torch.testing.assert_close(ops.roi_align(x, per_image, (3, 2), 1.0, -1, True), expected[order], rtol=0, atol=0)
+
+    x_cl = x.to(memory_format=torch.channels_last).requires_grad_()
+    out = ops.roi_align(x_cl, rois, (3, 2), 1.0, -1, True)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    out.sum().backward()
+    x_ref = x.clone().requires_grad_()
+    ops.roi_align(x_ref, rois, (3, 2), 1.0, -1, True).sum().backward()
+    torch.testing.assert_close(x_cl.grad, x_ref.grad, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_roi_align_gradcheck(aligned):
+    x = torch.rand(2, 2, 6, 7, dtype=torch.float64, device=CUDA, requires_grad=True)
+    rois = torch.tensor([[0, 0.5, 0.7, 4.3, 5.1], [1, -1.2, 1.0, 3.0, 8.5], [0, 2.2, 1.1, 5.5, 3.3]],
+                        dtype=torch.float64, device=CUDA)
+    for sampling_ratio in (2, -1):
+        assert torch.autograd.gradcheck(
+            lambda t: ops.roi_align(t, rois, (3, 2), 0.9, sampling_ratio, aligned), (x,), eps=1e-6, atol=1e-5
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# roi_pool
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("spatial_scale", [1.0, 0.5])
+@pytest.mark.parametrize("output_size", [(5, 4), (1, 1), (12, 13)])
+def test_roi_pool_forward_backward(dtype, spatial_scale, output_size):
+    x, rois = feature_map(dtype), tricky_rois(dtype, spatial_scale)
+    ph, pw = output_size
+    out_cpu, arg_cpu = _C.roi_pool(x, rois, spatial_scale, ph, pw)
+    out, arg = _C.roi_pool(x.to(CUDA), rois.to(CUDA), spatial_scale, ph, pw)
+    assert out.dtype == dtype and arg.dtype == torch.int32 and out.shape == arg.shape == (rois.shape[0], 3, ph, pw)
+    torch.testing.assert_close(arg.cpu(), arg_cpu, rtol=0, atol=0)
+    torch.testing.assert_close(out.cpu(), out_cpu, rtol=0, atol=0)  # a maximum is one of the inputs
+    assert bool((arg == -1).any())  # the RoIs outside the map give empty bins ...
+    assert bool((out[arg == -1] == 0).all())  # ... which are 0
+
+    grad_out = torch.rand(out.shape, dtype=torch.float64, generator=_gen(20)).to(dtype)
+    x_cpu = x.clone().requires_grad_()
+    ops.roi_pool(x_cpu, rois, output_size, spatial_scale).backward(grad_out)
+    x_gpu = x.to(CUDA).requires_grad_()
+    out_face = ops.roi_pool(x_gpu, rois.to(CUDA), output_size, spatial_scale)
+    out_face.backward(grad_out.to(CUDA))
+    torch.testing.assert_close(x_gpu.grad.cpu(), x_cpu.grad, **TOL[dtype])
+
+    x_tv = x.to(CUDA).requires_grad_()
+    out_tv = torchvision.ops.roi_pool(x_tv, rois.to(CUDA), output_size, spatial_scale)
+    out_tv.backward(grad_out.to(CUDA))
+    torch.testing.assert_close(out_face, out_tv, rtol=0, atol=0)
+    torch.testing.assert_close(x_gpu.grad, x_tv.grad, **TOL[dtype])
+
+
+def test_roi_pool_gradcheck():
+    # distinct values, so that the eps of the finite differences never changes which element is the maximum
+    x = (torch.randperm(2 * 2 * 8 * 9, generator=_gen(21)).to(torch.float64) / 100).reshape(2, 2, 8, 9)
+    x = x.to(CUDA).requires_grad_()
+    rois = torch.tensor([[0, 0.0, 0.0, 5.0, 6.0], [1, 1.4, 2.2, 8.9, 7.6], [0, -2.0, 3.0, 3.0, 20.0]],
+                        dtype=torch.float64, device=CUDA)
+    assert torch.autograd.gradcheck(lambda t: ops.roi_pool(t, rois, (3, 2), 1.0), (x,), eps=1e-6, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# common behaviour
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)])
+def test_reduced_precision(dtype, tol):
+    # The kernels compute in float32 from the reduced-precision values, so they must match a float32 run on the
+    # same (rounded) values up to the final rounding of the result.
+    x = feature_map(torch.float32).to(dtype).to(CUDA)
+    rois = tricky_rois(torch.float32, 0.5).to(dtype).to(CUDA)
+    x32, rois32 = x.float(), rois.float()
+    for aligned in (False, True):
+        xh = x.clone().requires_grad_()
+        out = ops.roi_align(xh, rois, (5, 4), 0.5, -1, aligned)
+        assert out.dtype == dtype
+        xf = x32.clone().requires_grad_()
+        ref = ops.roi_align(xf, rois32, (5, 4), 0.5, -1, aligned)
+        torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol)
+        grad_out = torch.rand(ref.shape, generator=_gen(22)).to(dtype).to(CUDA)
+        out.backward(grad_out)
+        ref.backward(grad_out.float())
+        assert xh.grad.dtype == dtype
+        torch.testing.assert_close(xh.grad.float(), xf.grad, rtol=tol, atol=tol)
+
+    out, arg = _C.roi_pool(x, rois, 0.5, 5, 4)
+    out32, arg32 = _C.roi_pool(x32, rois32, 0.5, 5, 4)
+    torch.testing.assert_close(arg, arg32, rtol=0, atol=0)
+    torch.testing.assert_close(out.float(), out32, rtol=0, atol=0)
+    xh = x.clone().requires_grad_()
+    ops.roi_pool(xh, rois, (5, 4), 0.5).sum().backward()
+    xf = x32.clone().requires_grad_()
+    ops.roi_pool(xf, rois32, (5, 4), 0.5).sum().backward()
+    torch.testing.assert_close(xh.grad.float(), xf.grad, rtol=0, atol=0)  # small integer counts are exact
+
+
+def test_empty_inputs():
+    keep = ops.nms(torch.empty(0, 4, device=CUDA), torch.empty(0, device=CUDA), 0.5)
+    assert keep.shape == (0,) and keep.dtype == torch.int64 and keep.device.type == CUDA
+    x = feature_map().to(CUDA).requires_grad_()
+    no_rois = torch.empty(0, 5, device=CUDA)
+    out = ops.roi_align(x, no_rois, (3, 3), 1.0, 2, True)
+    assert out.shape == (0, 3, 3, 3) and out.device.type == CUDA
+    out.sum().backward()
+    assert x.grad.shape == x.shape and bool((x.grad == 0).all())
+    x.grad = None
+    out = ops.roi_pool(x, no_rois, (3, 3), 1.0)
+    assert out.shape == (0, 3, 3, 3)
+    out.sum().backward()
+    assert bool((x.grad == 0).all())
+    out, arg = _C.roi_pool(torch.empty(2, 0, 10, 12, device=CUDA), tricky_rois().to(CUDA), 1.0, 3, 3)
+    assert out.shape == arg.shape == (10, 0, 3, 3)
+
+
+def test_cpu_tensors_still_use_cpu_kernels():
+    for name in ("nms", "roi_align", "_roi_align_backward", "roi_pool", "_roi_pool_backward"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"detection::{name}", "CPU"), name
+    boxes, scores = random_boxes(300, seed=23), distinct_scores(300, seed=24)
+    keep = ops.nms(boxes, scores, 0.5)
+    assert keep.device.type == "cpu"
+    torch.testing.assert_close(keep, torchvision.ops.nms(boxes, scores, 0.5), rtol=0, atol=0)
+    x, rois = feature_map(), tricky_rois()
+    out = ops.roi_align(x, rois, 3, 1.0, 2, False)
+    assert out.device.type == "cpu"
+    torch.testing.assert_close(out, torchvision.ops.roi_align(x, rois, 3, 1.0, 2, False), **TOL[torch.float32])
+    out = ops.roi_pool(x, rois, 3, 1.0)
+    assert out.device.type == "cpu"
+    torch.testing.assert_close(out, torchvision.ops.roi_pool(x, rois, 3, 1.0), rtol=0, atol=0)
+
+
+def test_mixed_devices_and_bad_arguments_raise():
+    boxes, scores = random_boxes(10), distinct_scores(10)
+    with pytest.raises((RuntimeError, ValueError)):
+        ops.nms(boxes.to(CUDA), scores, 0.5)
+    with pytest.raises(RuntimeError):
+        _C.nms(boxes.to(CUDA), scores.double().to(CUDA), 0.5)
+    x, rois = feature_map(), tricky_rois()
+    with pytest.raises((RuntimeError, ValueError)):
+        ops.roi_align(x.to(CUDA), rois, 3)
+    with pytest.raises(RuntimeError):
+        _C.roi_align(x.to(CUDA), rois.to(CUDA)[:, :4], 1.0, 3, 3, 2, True)
+    with pytest.raises(RuntimeError):
+        _C.roi_pool(x.to(CUDA), rois.to(CUDA), 1.0, 0, 3)
+    with pytest.raises(RuntimeError):
+        _C.roi_align(x.to(CUDA), rois.to(CUDA), 0.0, 3, 3, 2, True)
+
+
+def test_batch_index_out_of_range_gives_zeros_on_cuda():
+    # The CPU kernels reject such RoIs; the CUDA kernels cannot without a device sync, so they output zeros and
+    # route no gradient instead of reading or writing outside the feature map.
+    x = feature_map().to(CUDA).requires_grad_()
+    rois = torch.tensor([[2, 0, 0, 5, 5], [-1, 0, 0, 5, 5], [1, 0, 0, 5, 5]], dtype=torch.float32, device=CUDA)
+    out = ops.roi_align(x, rois, 2, 1.0, 2, True)
+    assert bool((out[:2] == 0).all()) and bool((out[2] != 0).any())
+    out.sum().backward()
+    assert bool((x.grad[0] == 0).all())
+    out, arg = _C.roi_pool(x.detach(), rois, 1.0, 2, 2)
+    assert bool((arg[:2] == -1).all()) and bool((out[:2] == 0).all()) and bool((arg[2] >= 0).all())
+
+
+def test_backward_alerts_nondeterminism():
+    x = feature_map().to(CUDA).requires_grad_()
+    rois = tricky_rois().to(CUDA)
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        with pytest.raises(RuntimeError, match="roi_align_backward_cuda"):
+            ops.roi_align(x, rois, 3, 1.0, 2, True).sum().backward()
+        with pytest.raises(RuntimeError, match="roi_pool_backward_cuda"):
+            ops.roi_pool(x, rois, 3, 1.0).sum().backward()
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
