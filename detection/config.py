@@ -135,8 +135,8 @@ _add("MODEL.CLS_HEAD.DROPOUT", 0.5, "Classifier: dropout probability before each
 # ---------------------------------------------------------------------------------------------------------------
 _add("TRAIN.SCALES", (600,), "Shortest-side sizes in pixels; one is picked at random per image")
 _add("TRAIN.MAX_SIZE", 1000, "Longest side is capped at this many pixels after scaling")
-_add("TRAIN.RESIZE_IN_MODEL", True, "The detector resizes training images to TRAIN.SCALES/MAX_SIZE itself; False = "
-     "it uses them as given (the data pipeline resized them)")
+_add("TRAIN.RESIZE_IN_MODEL", False, "The detector resizes training images to TRAIN.SCALES/MAX_SIZE itself; False = "
+     "it uses them as given (the data pipeline's ShortestSideResize already did)")
 _add("TRAIN.IMS_PER_BATCH", 2, "Images per training batch (per process)")
 _add("TRAIN.BATCH_SIZE", 128, "RoIs sampled per image for the Fast R-CNN head (py-faster-rcnn 128, detectron2 512)")
 _add("TRAIN.FG_FRACTION", 0.25, "Fraction of the sampled RoIs that are foreground at most")

@@ -1,0 +1,83 @@
+"""Faster R-CNN (C4 style: one stride-16 feature map), the meta-architecture and its config builder.
+
+    model = build_faster_rcnn(cfg)          # or FasterRCNN(trunk, rpn, roi_heads, preprocess)
+    losses = model(images, targets)         # training: {loss_rpn_cls, loss_rpn_box, loss_cls, loss_box}
+    detections = model(images)              # eval: [dict(boxes [M,4], labels [M], scores [M])] per image
+
+images: list of [3, H, W] float RGB in 0..1 (any sizes). targets: list of dict(boxes [N, 4] float xyxy in that
+image's pixels (continuous: width = x2 - x1), labels [N] int64 in 1..K); N may be 0. Detections come back in
+each image's original pixels, labels in 1..K.
+"""
+from typing import Dict, List, Optional, Union
+
+from torch import Tensor, nn
+
+from detection.modeling.anchors import AnchorGenerator
+from detection.modeling.preprocess import ImagePreprocessor
+from detection.modeling.roi_heads import RoIHeads
+from detection.modeling.rpn import RegionProposalNetwork, RPNHead
+
+
+class FasterRCNN(nn.Module):
+    """preprocess -> backbone trunk -> RPN proposals -> RoI heads; one loss dict out in training.
+
+    Args:
+        backbone: the trunk, [B, 3, H, W] normalised -> [B, C, H/16, W/16] (the per-RoI head lives in roi_heads).
+        rpn: RegionProposalNetwork. roi_heads: RoIHeads (owns the backbone's per-RoI head).
+        preprocess: ImagePreprocessor (resize, normalise, pad; maps detections back to original sizes).
+    """
+
+    def __init__(self, backbone: nn.Module, rpn: RegionProposalNetwork, roi_heads: RoIHeads,
+                 preprocess: ImagePreprocessor):
+        super().__init__()
+        self.preprocess = preprocess
+        self.backbone = backbone
+        self.rpn = rpn
+        self.roi_heads = roi_heads
+
+    def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None
+                ) -> Union[Dict[str, Tensor], List[Dict[str, Tensor]]]:
+        if self.training and targets is None:
+            raise ValueError("FasterRCNN needs targets in training mode")
+        batch = self.preprocess(images, targets if self.training else None)
+        features = self.backbone(batch.images)
+        proposals, valid, rpn_losses = self.rpn(features, batch.image_sizes, batch.gt_boxes, batch.gt_labels,
+                                                batch.scales)
+        detections, roi_losses = self.roi_heads(features, proposals, valid, batch.image_sizes, batch.gt_boxes,
+                                                batch.gt_labels)
+        if self.training:
+            return {**rpn_losses, **roi_losses}
+        return self.preprocess.postprocess(detections, batch)
+
+
+def build_faster_rcnn(cfg) -> FasterRCNN:
+    """FasterRCNN from the config (MODEL.*, TRAIN.*, TEST.*, anchors, pooling, pixel statistics)."""
+    from detection.config import resolve_num_classes
+    from detection.modeling.backbone import build_backbone_from_config
+
+    bb = build_backbone_from_config(cfg)
+    tr, te = cfg.TRAIN, cfg.TEST
+    anchors = AnchorGenerator(cfg.FEAT_STRIDE, cfg.ANCHOR_SCALES, cfg.ANCHOR_RATIOS)
+    rpn = RegionProposalNetwork(
+        anchors, RPNHead(bb.trunk_channels, anchors.num_anchors_per_location, cfg.MODEL.RPN.HIDDEN_CHANNELS),
+        fg_iou_thresh=tr.RPN_POSITIVE_OVERLAP, bg_iou_thresh=tr.RPN_NEGATIVE_OVERLAP,
+        batch_size_per_image=tr.RPN_BATCHSIZE, positive_fraction=tr.RPN_FG_FRACTION,
+        pre_nms_top_n=(tr.RPN_PRE_NMS_TOP_N, te.RPN_PRE_NMS_TOP_N),
+        post_nms_top_n=(tr.RPN_POST_NMS_TOP_N, te.RPN_POST_NMS_TOP_N),
+        nms_thresh=(tr.RPN_NMS_THRESH, te.RPN_NMS_THRESH), min_size=(tr.RPN_MIN_SIZE, te.RPN_MIN_SIZE),
+        allowed_border=tr.RPN_ALLOWED_BORDER, smooth_l1_beta=cfg.MODEL.RPN.SMOOTH_L1_BETA,
+        clobber_positives=tr.RPN_CLOBBER_POSITIVES)
+    roi_heads = RoIHeads(
+        bb.head, bb.head_channels, resolve_num_classes(cfg), cfg.POOLING_SIZE or bb.pooler_size,
+        spatial_scale=1.0 / cfg.FEAT_STRIDE, pooling_mode=cfg.POOLING_MODE,
+        sampling_ratio=cfg.POOLING_SAMPLING_RATIO, aligned=cfg.POOLING_ALIGNED,
+        class_agnostic=cfg.MODEL.CLASS_AGNOSTIC_BBOX_REG, batch_size_per_image=tr.BATCH_SIZE,
+        fg_fraction=tr.FG_FRACTION, fg_thresh=tr.FG_THRESH, bg_thresh_hi=tr.BG_THRESH_HI,
+        bg_thresh_lo=tr.BG_THRESH_LO, bbox_means=tr.BBOX_NORMALIZE_MEANS, bbox_stds=tr.BBOX_NORMALIZE_STDS,
+        smooth_l1_beta=cfg.MODEL.ROI_HEADS.SMOOTH_L1_BETA, score_thresh=te.SCORE_THRESH, nms_thresh=te.NMS,
+        detections_per_image=te.DETECTIONS_PER_IMAGE)
+    preprocess = ImagePreprocessor(
+        cfg.PIXEL_MEANS, cfg.PIXEL_STDS, test_min_size=te.SCALES[0], test_max_size=te.MAX_SIZE,
+        train_min_sizes=tr.SCALES, train_max_size=tr.MAX_SIZE, resize_in_train=tr.RESIZE_IN_MODEL,
+        size_divisibility=cfg.FEAT_STRIDE)
+    return FasterRCNN(bb.trunk, rpn, roi_heads, preprocess)

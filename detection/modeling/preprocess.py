@@ -1,0 +1,148 @@
+"""The model's input side: resize, normalise and pad a list of images into one batch; boxes follow.
+
+Like torchvision's GeneralizedRCNNTransform, so the engine hands the model raw RGB images in 0..1:
+- eval: every image is resized so its shortest side is `test_min_size`, capped so its longest side is at
+  most `test_max_size` (py-faster-rcnn's prep_im_for_blob); detections are mapped back to the original size.
+- training: by default (`resize_in_train=False`, config TRAIN.RESIZE_IN_MODEL) the images are used as given:
+  the data pipeline already resized them to TRAIN.SCALES / TRAIN.MAX_SIZE (and may pass its factor as
+  `target["scale"]`, (sy, sx), used for the RPN's min proposal size). With `resize_in_train=True` the shortest
+  side is drawn uniformly from `train_min_sizes` (torch's RNG, so seeded runs repeat), capped at
+  `train_max_size`.
+Then (x - pixel_mean) / pixel_std per RGB channel, and zero padding (after normalisation) at the bottom/right
+to a common size that is a multiple of `size_divisibility`.
+"""
+from typing import Dict, List, NamedTuple, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Batch(NamedTuple):
+    """A preprocessed batch of B images.
+
+    images: [B, 3, Hp, Wp] normalised, zero-padded. image_sizes: [B, 2] int64 (h, w) after resizing, before
+    padding. original_sizes: [B, 2] int64 (h, w) as given. scales: [B] float resize factor from the original
+    file (the model's, times the data pipeline's `target["scale"]` when given).
+    gt_boxes: [B, G, 4] xyxy in resized pixels, gt_labels: [B, G] int64 with 0 = padding (training only).
+    """
+    images: Tensor
+    image_sizes: Tensor
+    original_sizes: Tensor
+    scales: Tensor
+    gt_boxes: Optional[Tensor] = None
+    gt_labels: Optional[Tensor] = None
+
+
+def resize_scale(height: int, width: int, min_size: float, max_size: float) -> float:
+    """Factor bringing the shortest side to min_size unless the longest side would exceed max_size."""
+    short, long = min(height, width), max(height, width)
+    scale = min_size / short
+    if max_size > 0 and round(long * scale) > max_size:
+        scale = max_size / long
+    return scale
+
+
+class ImagePreprocessor(nn.Module):
+    """list[Tensor[3, H, W] float RGB 0..1] (+ targets) -> Batch; `postprocess` maps detections back.
+
+    Args:
+        pixel_mean, pixel_std: RGB statistics in 0..1 units.
+        test_min_size, test_max_size: eval-time resize (TEST.SCALES[0], TEST.MAX_SIZE).
+        train_min_sizes, train_max_size: train-time resize choices (TRAIN.SCALES, TRAIN.MAX_SIZE).
+        resize_in_train: resize in training (False: images are already at their training size).
+        size_divisibility: padded height and width are multiples of this (the trunk's stride).
+    """
+
+    def __init__(self, pixel_mean: Sequence[float] = (0.485, 0.456, 0.406),
+                 pixel_std: Sequence[float] = (0.229, 0.224, 0.225), test_min_size: int = 600,
+                 test_max_size: int = 1000, train_min_sizes: Sequence[int] = (600,), train_max_size: int = 1000,
+                 resize_in_train: bool = False, size_divisibility: int = 16):
+        super().__init__()
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1), False)
+        self.test_min_size, self.test_max_size = test_min_size, test_max_size
+        self.train_min_sizes, self.train_max_size = tuple(train_min_sizes), train_max_size
+        self.resize_in_train = resize_in_train
+        self.size_divisibility = size_divisibility
+
+    def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None) -> Batch:
+        if len(images) == 0:
+            raise ValueError("empty list of images")
+        device = self.pixel_mean.device
+        resized, sizes, orig, scales, boxes = [], [], [], [], []
+        for i, img in enumerate(images):
+            if img.dim() != 3 or img.shape[0] != 3:
+                raise ValueError(f"image {i}: expected a [3, H, W] tensor, got shape {tuple(img.shape)}")
+            img = img.to(device=device, dtype=torch.float32)
+            h, w = img.shape[-2:]
+            scale = self._scale(h, w)
+            if scale != 1.0:
+                nh, nw = max(int(round(h * scale)), 1), max(int(round(w * scale)), 1)
+                img = F.interpolate(img[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
+            else:
+                nh, nw = h, w
+            resized.append(img)
+            sizes.append((nh, nw))
+            orig.append((h, w))
+            if targets is not None and "scale" in targets[i]:  # the data pipeline's own resize factor (sy, sx)
+                scale *= float(torch.as_tensor(targets[i]["scale"], dtype=torch.float64).mean())
+            scales.append(scale)
+            if targets is not None:
+                factor = torch.tensor([nw / w, nh / h, nw / w, nh / h], device=device)
+                boxes.append(targets[i]["boxes"].to(device=device, dtype=torch.float32).reshape(-1, 4) * factor)
+        batch = self._pad_and_normalise(resized, sizes)
+        as_long = dict(dtype=torch.int64, device=device)
+        out = Batch(batch, torch.tensor(sizes, **as_long), torch.tensor(orig, **as_long),
+                    torch.tensor(scales, dtype=torch.float32, device=device))
+        if targets is None:
+            return out
+        return out._replace(**self._pad_targets(boxes, [t["labels"] for t in targets]))
+
+    def _scale(self, h: int, w: int) -> float:
+        if not self.training:
+            return resize_scale(h, w, self.test_min_size, self.test_max_size)
+        if not self.resize_in_train:
+            return 1.0
+        pick = int(torch.randint(len(self.train_min_sizes), ())) if len(self.train_min_sizes) > 1 else 0
+        return resize_scale(h, w, self.train_min_sizes[pick], self.train_max_size)
+
+    def _pad_and_normalise(self, images: List[Tensor], sizes) -> Tensor:
+        d = self.size_divisibility
+        hp = max(s[0] for s in sizes)
+        wp = max(s[1] for s in sizes)
+        hp, wp = (hp + d - 1) // d * d, (wp + d - 1) // d * d
+        batch = images[0].new_zeros((len(images), 3, hp, wp))
+        for i, img in enumerate(images):
+            torch.sub(img, self.pixel_mean, out=batch[i, :, :img.shape[1], :img.shape[2]]).div_(self.pixel_std)
+        return batch
+
+    def _pad_targets(self, boxes: List[Tensor], labels: List[Tensor]) -> Dict[str, Tensor]:
+        """Pad to [B, G]; boxes with no area are turned into padding (label 0) so they cannot be matched."""
+        device = self.pixel_mean.device
+        g = max(max(b.shape[0] for b in boxes), 1)  # >= 1 column so that gathers by gt index stay valid
+        gt_boxes = torch.zeros((len(boxes), g, 4), device=device)
+        gt_labels = torch.zeros((len(boxes), g), dtype=torch.int64, device=device)
+        for i, (b, lab) in enumerate(zip(boxes, labels)):
+            gt_boxes[i, :b.shape[0]] = b
+            gt_labels[i, :b.shape[0]] = lab.to(device=device, dtype=torch.int64).reshape(-1)
+        nonempty = (gt_boxes[..., 2] > gt_boxes[..., 0]) & (gt_boxes[..., 3] > gt_boxes[..., 1])
+        return {"gt_boxes": gt_boxes, "gt_labels": gt_labels * nonempty}
+
+    @staticmethod
+    def postprocess(detections: List[Dict[str, Tensor]], batch: Batch) -> List[Dict[str, Tensor]]:
+        """Rescale each image's boxes [M, 4] from resized to original pixels, clipped to the original image."""
+        ratios = (batch.original_sizes.float() / batch.image_sizes.float()).flip(1)  # [B, 2] (w, h) ratios
+        out = []
+        for i, det in enumerate(detections):
+            boxes = det["boxes"] * ratios[i].repeat(2)
+            oh, ow = (float(v) for v in batch.original_sizes[i])
+            boxes = torch.stack([boxes[:, 0].clamp(0, ow), boxes[:, 1].clamp(0, oh),
+                                 boxes[:, 2].clamp(0, ow), boxes[:, 3].clamp(0, oh)], dim=1)
+            out.append({**det, "boxes": boxes})
+        return out
+
+    def extra_repr(self) -> str:
+        return (f"test=({self.test_min_size}, {self.test_max_size}), train=({self.train_min_sizes}, "
+                f"{self.train_max_size}), resize_in_train={self.resize_in_train}, "
+                f"size_divisibility={self.size_divisibility}")

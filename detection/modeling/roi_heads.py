@@ -1,0 +1,157 @@
+"""Fast R-CNN RoI heads: proposal sampling and targets, RoIAlign/RoIPool + box head, losses, detections.
+
+Shapes: B images, proposals padded to [B, P] with a validity mask, ground truth padded to [B, G] (labels 0 =
+padding), C = num_classes including background (label 0). Boxes are xyxy in resized-image pixels.
+"""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from detection.modeling.box_coder import BoxCoder, box_sides_at_least, clip_boxes
+from detection.modeling.sampling import BalancedSampler, Matcher, batched_box_iou, rank_in_group
+from detection.ops import RoIAlign, RoIPool, batched_nms
+
+
+class RoIHeads(nn.Module):
+    """Pools each RoI, runs the backbone's per-RoI `box_head`, classifies and regresses boxes.
+
+    Args:
+        box_head: module [R, Cf, P, P] -> [R, head_channels] (VGG fc6/fc7, ResNet res5 + pooling).
+        head_channels: D, the width of box_head's output.
+        num_classes: C, including the background class 0.
+        pooler_size: P; spatial_scale: 1 / trunk stride.
+        pooling_mode: 'align' (RoIAlign with `sampling_ratio`, `aligned`) or 'pool' (RoIPool).
+        class_agnostic: one box regressor (4 outputs) for all classes instead of 4 * C.
+        batch_size_per_image, fg_fraction: RoIs sampled per image in training and max foreground fraction.
+        fg_thresh, bg_thresh_hi, bg_thresh_lo: fg if IoU >= fg_thresh, bg if in [lo, hi) (or no gt at all).
+        bbox_means, bbox_stds: target normalisation (t - mean) / std.
+        smooth_l1_beta: of the box loss (1.0, py-faster-rcnn sigma = 1).
+        score_thresh, nms_thresh, detections_per_image: eval post-processing (per-class NMS).
+        add_gt_as_proposals: append the gt boxes to the proposals in training (py-faster-rcnn).
+    """
+
+    def __init__(self, box_head: nn.Module, head_channels: int, num_classes: int, pooler_size: int,
+                 spatial_scale: float = 1.0 / 16, pooling_mode: str = "align", sampling_ratio: int = 0,
+                 aligned: bool = True, class_agnostic: bool = False, batch_size_per_image: int = 128,
+                 fg_fraction: float = 0.25, fg_thresh: float = 0.5, bg_thresh_hi: float = 0.5,
+                 bg_thresh_lo: float = 0.0, bbox_means: Sequence[float] = (0.0, 0.0, 0.0, 0.0),
+                 bbox_stds: Sequence[float] = (0.1, 0.1, 0.2, 0.2), smooth_l1_beta: float = 1.0,
+                 score_thresh: float = 0.05, nms_thresh: float = 0.3, detections_per_image: int = 100,
+                 add_gt_as_proposals: bool = True):
+        super().__init__()
+        if pooling_mode == "align":
+            self.pooler = RoIAlign(pooler_size, spatial_scale, sampling_ratio, aligned)
+        elif pooling_mode == "pool":
+            self.pooler = RoIPool(pooler_size, spatial_scale)
+        else:
+            raise ValueError(f"pooling_mode must be 'align' or 'pool', got {pooling_mode!r}")
+        self.box_head = box_head
+        self.num_classes = num_classes
+        self.class_agnostic = class_agnostic
+        self.cls_score = nn.Linear(head_channels, num_classes)
+        self.bbox_pred = nn.Linear(head_channels, 4 if class_agnostic else 4 * num_classes)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.cls_score.bias)
+        nn.init.zeros_(self.bbox_pred.bias)
+        self.box_coder = BoxCoder(bbox_means, bbox_stds)
+        self.matcher = Matcher(fg_thresh, bg_thresh_hi, bg_thresh_lo, empty_is_background=True)
+        self.sampler = BalancedSampler(batch_size_per_image, fg_fraction)
+        self.smooth_l1_beta = smooth_l1_beta
+        self.add_gt_as_proposals = add_gt_as_proposals
+        self.score_thresh = score_thresh
+        self.nms_thresh = nms_thresh
+        self.detections_per_image = detections_per_image
+
+    def extra_repr(self) -> str:
+        return (f"num_classes={self.num_classes}, class_agnostic={self.class_agnostic}, "
+                f"batch_size_per_image={self.sampler.batch_size_per_image}, score_thresh={self.score_thresh}, "
+                f"nms_thresh={self.nms_thresh}, detections_per_image={self.detections_per_image}")
+
+    def forward(self, features: Tensor, proposals: Tensor, proposal_valid: Tensor, image_sizes: Tensor,
+                gt_boxes: Optional[Tensor] = None, gt_labels: Optional[Tensor] = None
+                ) -> Tuple[Optional[List[Dict[str, Tensor]]], Dict[str, Tensor]]:
+        """features [B, Cf, H, W]; proposals [B, P, 4] + valid [B, P]; image_sizes [B, 2] (h, w).
+
+        Training: returns (None, {loss_cls, loss_box}). Eval: (one dict(boxes [M, 4], labels [M] int64 in
+        1..C-1, scores [M]) per image, in resized-image pixels, {}).
+        """
+        if self.training:
+            if gt_boxes is None or gt_labels is None:
+                raise ValueError("RoIHeads needs gt_boxes and gt_labels in training")
+            rois, labels, targets = self.sample_proposals(proposals, proposal_valid, gt_boxes, gt_labels)
+            cls_logits, box_deltas = self._predict(features, rois)
+            return None, self.losses(cls_logits, box_deltas, labels, targets)
+        bi, pi = proposal_valid.nonzero(as_tuple=True)
+        rois = torch.cat([bi[:, None].to(proposals.dtype), proposals[bi, pi]], dim=1)
+        cls_logits, box_deltas = self._predict(features, rois)
+        return self.detections(cls_logits, box_deltas, rois, image_sizes), {}
+
+    def _predict(self, features: Tensor, rois: Tensor) -> Tuple[Tensor, Tensor]:
+        x = self.box_head(self.pooler(features, rois))
+        return self.cls_score(x), self.bbox_pred(x)
+
+    @torch.no_grad()
+    def sample_proposals(self, proposals: Tensor, valid: Tensor, gt_boxes: Tensor, gt_labels: Tensor
+                         ) -> Tuple[Tensor, Tensor, Tensor]:
+        """Sample fg/bg RoIs of every image at once.
+
+        Returns rois [R, 5] (batch index, x1, y1, x2, y2), labels [R] int64 (0 = background) and normalised
+        box targets [R, 4] (zeros for background rows).
+        """
+        if gt_labels.shape[1] == 0:  # no gt in the whole batch: one padding row keeps the indexing uniform
+            b = gt_labels.shape[0]
+            gt_boxes, gt_labels = gt_boxes.new_zeros((b, 1, 4)), gt_labels.new_zeros((b, 1))
+        gt_valid = gt_labels > 0
+        if self.add_gt_as_proposals:
+            proposals = torch.cat([proposals, gt_boxes.to(proposals.dtype)], dim=1)
+            valid = torch.cat([valid, gt_valid], dim=1)
+        iou = batched_box_iou(gt_boxes, proposals)  # [B, G, P']
+        matched, match_labels = self.matcher(iou, gt_valid, valid)
+        fg, bg = self.sampler(match_labels)
+        bi, pi = (fg | bg).nonzero(as_tuple=True)
+        boxes = proposals[bi, pi]
+        is_fg = fg[bi, pi]
+        gt = gt_boxes[bi, matched[bi, pi]]
+        labels = torch.where(is_fg, gt_labels[bi, matched[bi, pi]], torch.zeros_like(bi))
+        targets = torch.where(is_fg[:, None], self.box_coder.encode(gt, boxes), torch.zeros_like(boxes))
+        targets = torch.nan_to_num(targets)  # bg rows may pair with an empty padding gt; they are zeroed
+        rois = torch.cat([bi[:, None].to(boxes.dtype), boxes], dim=1)
+        return rois, labels, targets
+
+    def losses(self, cls_logits: Tensor, box_deltas: Tensor, labels: Tensor, targets: Tensor
+               ) -> Dict[str, Tensor]:
+        """Cross-entropy over the sampled RoIs; smooth-L1 of the fg RoIs' target-class deltas / #RoIs."""
+        num = max(labels.numel(), 1)
+        loss_cls = F.cross_entropy(cls_logits, labels, reduction="sum") / num
+        fg = (labels > 0).nonzero(as_tuple=True)[0]
+        deltas = box_deltas.view(box_deltas.shape[0], box_deltas.shape[1] // 4, 4)
+        cls = torch.zeros_like(fg) if self.class_agnostic else labels[fg]
+        loss_box = F.smooth_l1_loss(deltas[fg, cls], targets[fg], beta=self.smooth_l1_beta,
+                                    reduction="sum") / num
+        return {"loss_cls": loss_cls, "loss_box": loss_box}
+
+    @torch.no_grad()
+    def detections(self, cls_logits: Tensor, box_deltas: Tensor, rois: Tensor, image_sizes: Tensor
+                   ) -> List[Dict[str, Tensor]]:
+        """Softmax, per-class decode, clip, score threshold, per-class NMS and top-k, for all images at once."""
+        r, c = cls_logits.shape
+        k = c - 1  # foreground classes
+        scores = F.softmax(cls_logits, dim=1)[:, 1:]  # [R, K]
+        deltas = box_deltas.view(r, box_deltas.shape[1] // 4, 4)
+        deltas = deltas.expand(r, k, 4) if self.class_agnostic else deltas[:, 1:]
+        image_idx = rois[:, 0].long()
+        boxes = clip_boxes(self.box_coder.decode(deltas, rois[:, None, 1:]), image_sizes[image_idx])
+        labels = torch.arange(1, c, device=scores.device).expand(r, k)
+        keep = (scores > self.score_thresh) & box_sides_at_least(boxes, 1e-3)
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        image_idx = image_idx[:, None].expand(r, k)[keep]
+        kept = batched_nms(boxes, scores, image_idx * c + labels, self.nms_thresh)  # by decreasing score
+        kept = kept[rank_in_group(image_idx[kept]) < self.detections_per_image]
+        image_idx = image_idx[kept]
+        order = torch.sort(image_idx, stable=True).indices  # group by image, keep the score order
+        kept, counts = kept[order], torch.bincount(image_idx, minlength=image_sizes.shape[0]).tolist()
+        return [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in
+                zip(boxes[kept].split(counts), scores[kept].split(counts), labels[kept].split(counts))]

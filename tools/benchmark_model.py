@@ -1,0 +1,280 @@
+"""Time our Faster R-CNN against torchvision's FasterRCNN built from the same parts, in the same run (CPU).
+
+Usage: python tools/benchmark_model.py [--backbones tiny resnet18] [--size 600 800] [--repeats 3] [--warmup 1]
+                                       [--threads 2] [--ims-per-batch 1] [--append docs/benchmarks.md]
+
+Both models get the same trunk and per-RoI head (copies of one randomly initialised backbone: no weights are
+downloaded), the same RPN and box-predictor weights, the same anchors (3 sizes x 3 ratios at stride 16), the
+same proposal counts (py-faster-rcnn: 12000/2000 pre/post-NMS in training, 6000/300 at test), the same sampled
+anchors (256) and RoIs (128) per image, the same RoIAlign output size, and images whose size needs no resize.
+Inference is timed per image (batch of 1, no_grad); a training step is forward + backward + SGD step on
+`--ims-per-batch` images with 3 random ground-truth boxes each. Calls alternate (ours, torchvision, backbone
+alone) so a busy machine slows all alike; the table shows medians after warm-up.
+
+The ratio is the median of the per-repeat ratios ours / torchvision (each pair measured back to back). "Outside
+trunk+head" is our time minus the time spent in the trunk and the per-RoI head (forward, and backward in
+training), measured inside the same runs with hooks: everything the detector adds (preprocessing, RPN head,
+anchors, matching, sampling, proposal NMS, RoIAlign, predictor, losses, post-processing, optimizer step).
+"""
+import argparse
+import copy
+import datetime
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import torchvision  # noqa: E402
+from torch import nn  # noqa: E402
+from torchvision.models.detection import FasterRCNN as TVFasterRCNN  # noqa: E402
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor  # noqa: E402
+from torchvision.models.detection.rpn import AnchorGenerator as TVAnchorGenerator  # noqa: E402
+
+from detection.config import get_default_config  # noqa: E402
+from detection.modeling.build import build_model  # noqa: E402
+
+NUM_CLASSES = 20  # VOC
+
+
+class _Trunk(nn.Module):
+    """torchvision wants `backbone.out_channels`."""
+
+    def __init__(self, trunk: nn.Module, channels: int):
+        super().__init__()
+        self.body = trunk
+        self.out_channels = channels
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def make_config(backbone: str, height: int, width: int):
+    cfg = get_default_config()
+    cfg.MODEL.BACKBONE.NAME = backbone
+    cfg.MODEL.BACKBONE.WEIGHTS = ""
+    cfg.MODEL.FREEZE_AT = 0 if backbone == "tiny" else 2
+    cfg.TRAIN.SCALES = cfg.TEST.SCALES = (min(height, width),)
+    cfg.TRAIN.MAX_SIZE = cfg.TEST.MAX_SIZE = max(height, width)
+    return cfg
+
+
+def build_pair(cfg):
+    """Our model from cfg, and torchvision's FasterRCNN with copies of its trunk, head, RPN and predictor."""
+    ours = build_model(cfg)
+    tr, te = cfg.TRAIN, cfg.TEST
+    stride = cfg.FEAT_STRIDE
+    sizes = tuple(int(s * stride) for s in cfg.ANCHOR_SCALES)
+    heads = ours.roi_heads
+    pool = heads.pooler
+    tv = TVFasterRCNN(
+        _Trunk(copy.deepcopy(ours.backbone), ours.rpn.head.conv.in_channels), num_classes=None,
+        min_size=cfg.TEST.SCALES[0], max_size=cfg.TEST.MAX_SIZE,
+        image_mean=list(cfg.PIXEL_MEANS), image_std=list(cfg.PIXEL_STDS),
+        rpn_anchor_generator=TVAnchorGenerator((sizes,), (tuple(cfg.ANCHOR_RATIOS),)),
+        rpn_pre_nms_top_n_train=tr.RPN_PRE_NMS_TOP_N, rpn_pre_nms_top_n_test=te.RPN_PRE_NMS_TOP_N,
+        rpn_post_nms_top_n_train=tr.RPN_POST_NMS_TOP_N, rpn_post_nms_top_n_test=te.RPN_POST_NMS_TOP_N,
+        rpn_nms_thresh=te.RPN_NMS_THRESH, rpn_fg_iou_thresh=tr.RPN_POSITIVE_OVERLAP,
+        rpn_bg_iou_thresh=tr.RPN_NEGATIVE_OVERLAP, rpn_batch_size_per_image=tr.RPN_BATCHSIZE,
+        rpn_positive_fraction=tr.RPN_FG_FRACTION,
+        box_roi_pool=torchvision.ops.MultiScaleRoIAlign(["0"], pool.output_size, pool.sampling_ratio),
+        box_head=copy.deepcopy(heads.box_head),
+        box_predictor=FastRCNNPredictor(heads.cls_score.in_features, heads.num_classes),
+        box_score_thresh=te.SCORE_THRESH, box_nms_thresh=te.NMS, box_detections_per_img=te.DETECTIONS_PER_IMAGE,
+        box_fg_iou_thresh=tr.FG_THRESH, box_bg_iou_thresh=tr.BG_THRESH_HI,
+        box_batch_size_per_image=tr.BATCH_SIZE, box_positive_fraction=tr.FG_FRACTION)
+    with torch.no_grad():  # same RPN and predictor weights -> the same amount of work downstream
+        ours_rpn = [ours.rpn.head.conv, ours.rpn.head.cls_logits, ours.rpn.head.bbox_pred]
+        tv_rpn = [m for m in tv.rpn.head.modules() if isinstance(m, nn.Conv2d)]
+        for a, b in zip(ours_rpn, tv_rpn):
+            b.weight.copy_(a.weight)
+            b.bias.copy_(a.bias)
+        tv.roi_heads.box_predictor.cls_score.load_state_dict(heads.cls_score.state_dict())
+        tv.roi_heads.box_predictor.bbox_pred.load_state_dict(heads.bbox_pred.state_dict())
+    return ours, tv
+
+
+def make_inputs(n, height, width, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = [torch.rand(3, height, width, generator=g) for _ in range(n)]
+    targets = []
+    for _ in range(n):
+        xy = torch.rand(3, 2, generator=g) * torch.tensor([width * 0.6, height * 0.6])
+        wh = 40 + torch.rand(3, 2, generator=g) * torch.tensor([width * 0.35, height * 0.35])
+        targets.append({"boxes": torch.cat([xy, xy + wh], 1),
+                        "labels": torch.randint(1, NUM_CLASSES + 1, (3,), generator=g)})
+    return images, targets
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+class BackboneClock:
+    """Times our trunk and per-RoI head inside a real forward (+ backward) with module and tensor hooks.
+
+    Forward: pre/post hooks. Backward: the head's runs from the gradient reaching its output to the gradient
+    reaching its input (the pooled RoIs); the trunk's runs from the gradient reaching the feature map to the end
+    of `backward()` (it is the last part of the graph), which the caller marks with `end_backward()`.
+    """
+
+    def __init__(self, model):
+        self.seconds = 0.0
+        self._marks = {}
+        self._handles = []
+        for name, mod in (("trunk", model.backbone), ("head", model.roi_heads.box_head)):
+            self._handles.append(mod.register_forward_pre_hook(self._pre(name)))
+            self._handles.append(mod.register_forward_hook(self._post(name)))
+
+    def _pre(self, name):
+        def hook(mod, args):
+            self._marks[name] = time.perf_counter()
+            x = args[0]
+            if name == "head" and x.requires_grad:
+                x.register_hook(self._mark("head_bwd_end"))
+        return hook
+
+    def _post(self, name):
+        def hook(mod, args, out):
+            self.seconds += time.perf_counter() - self._marks.pop(name)
+            if out.requires_grad:
+                out.register_hook(self._mark(f"{name}_bwd_start"))
+        return hook
+
+    def _mark(self, key):
+        def hook(grad):
+            self._marks[key] = time.perf_counter()
+            if key == "head_bwd_end" and "head_bwd_start" in self._marks:
+                self.seconds += self._marks.pop(key) - self._marks.pop("head_bwd_start")
+        return hook
+
+    def end_backward(self):
+        if "trunk_bwd_start" in self._marks:
+            self.seconds += time.perf_counter() - self._marks.pop("trunk_bwd_start")
+        self._marks.clear()
+
+    def reset(self):
+        self.seconds = 0.0
+        self._marks.clear()
+
+    def remove(self):
+        for h in self._handles:
+            h.remove()
+
+
+def bench(backbone, height, width, repeats, warmup, ims_per_batch, log):
+    cfg = make_config(backbone, height, width)
+    torch.manual_seed(0)
+    ours, tv = build_pair(cfg)
+    clock = BackboneClock(ours)
+    images, targets = make_inputs(max(ims_per_batch, 1), height, width)
+    keys = ("inf_ours", "inf_tv", "inf_bb", "inf_ratio", "train_ours", "train_tv", "train_bb", "train_ratio")
+    res = {k: [] for k in keys}
+    counts = {}
+    opts = {m: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-6, momentum=0.9)
+            for m in (ours, tv)}
+
+    def infer(model):
+        model.eval()
+        with torch.no_grad():
+            return model(images[:1])
+
+    def train_step(model):
+        model.train()
+        losses = model(images[:ims_per_batch], targets[:ims_per_batch])
+        opts[model].zero_grad()
+        sum(losses.values()).backward()
+        if model is ours:
+            clock.end_backward()
+        opts[model].step()
+        return losses
+
+    for r in range(warmup + repeats):
+        order = (ours, tv) if r % 2 == 0 else (tv, ours)  # alternate who goes first
+        t_inf, t_train, dets = {}, {}, {}
+        for m in order:
+            clock.reset()
+            torch.manual_seed(r)
+            t_inf[m], dets[m] = timed(lambda: infer(m))
+            if m is ours:
+                bb_inf = clock.seconds
+        for m in order:
+            clock.reset()
+            torch.manual_seed(r)
+            t_train[m], _ = timed(lambda: train_step(m))
+            if m is ours:
+                bb_train = clock.seconds
+        counts = {"det_ours": len(dets[ours][0]["boxes"]), "det_tv": len(dets[tv][0]["boxes"])}
+        values = (t_inf[ours], t_inf[tv], bb_inf, t_inf[ours] / t_inf[tv],
+                  t_train[ours], t_train[tv], bb_train, t_train[ours] / t_train[tv])
+        log(f"  {backbone} {'warm-up' if r < warmup else 'repeat'} {r}: inference ours {values[0]:.3f}s "
+            f"(backbone {bb_inf:.3f}s) tv {values[1]:.3f}s | train ours {values[4]:.3f}s (backbone "
+            f"{bb_train:.3f}s) tv {values[5]:.3f}s")
+        if r >= warmup:
+            for k, v in zip(keys, values):
+                res[k].append(v)
+    clock.remove()
+    med = {k: statistics.median(v) for k, v in res.items()}
+    med.update(counts)
+    return med
+
+
+def table(rows, args):
+    lines = ["| backbone | image | what | ours (s) | torchvision (s) | ratio | ours outside trunk+head |",
+             "|---|---|---|---|---|---|---|"]
+    for name, m in rows:
+        img = f"{args.size[0]}x{args.size[1]}"
+        for what, key in (("inference / image", "inf"), (f"train step ({args.ims_per_batch} img)", "train")):
+            ours = m[f"{key}_ours"]
+            outside = max(ours - m[f"{key}_bb"], 0.0)
+            lines.append(f"| {name} | {img} | {what} | {ours:.3f} | {m[f'{key}_tv']:.3f} | "
+                         f"{m[f'{key}_ratio']:.2f}x | {outside:.3f} s ({100 * outside / ours:.0f}%) |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backbones", nargs="+", default=["tiny", "resnet18"])
+    ap.add_argument("--size", nargs=2, type=int, default=[600, 800], metavar=("H", "W"))
+    ap.add_argument("--repeats", type=int, default=0, help="timed repeats (0: 9 for tiny, 3 otherwise)")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ims-per-batch", type=int, default=1)
+    ap.add_argument("--append", default="", help="append the table to this markdown file (docs/benchmarks.md)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from detection import ops
+
+    start = time.perf_counter()
+    rows = []
+    for name in args.backbones:
+        repeats = args.repeats or (9 if name == "tiny" else 3)
+        rows.append((name, bench(name, args.size[0], args.size[1], repeats, args.warmup, args.ims_per_batch,
+                                 lambda s: print(s, flush=True))))
+    md = table(rows, args)
+    note = (f"Medians of {args.repeats or '9 (tiny) / 3'} repeats after {args.warmup} warm-up, "
+            f"torch.set_num_threads({args.threads}), "
+            f"random init, {NUM_CLASSES} classes, detection.ops backend: {ops.BACKEND}. ratio = ours / torchvision "
+            f"(< 1: ours faster). Detections at random init: "
+            + ", ".join(f"{n} ours {m['det_ours']} / tv {m['det_tv']}" for n, m in rows)
+            + f". Total benchmark time {time.perf_counter() - start:.0f} s.")
+    print(md)
+    print(note)
+    if args.append:
+        section = (f"\n## Model (CPU)\n\n{datetime.date(2026, 11, 23).isoformat()}, machine: 2-core CPU "
+                   f"(shared), torch {torch.__version__}, torchvision {torchvision.__version__}. "
+                   f"`python tools/benchmark_model.py` (FasterRCNN vs torchvision's FasterRCNN with the same "
+                   f"trunk, head, anchors and proposal counts).\n\n{md}\n\n{note}\n")
+        with open(args.append, "a", encoding="utf-8") as f:
+            f.write(section)
+
+
+if __name__ == "__main__":
+    main()
