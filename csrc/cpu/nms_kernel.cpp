@@ -1,0 +1,167 @@
+// Greedy non-maximum suppression on the CPU (float32, float64).
+//
+// dets: [N, 4] xyxy boxes in continuous coordinates (area = (x2 - x1) * (y2 - y1)); scores: [N].
+// Returns the int64 indices of the kept boxes in decreasing score order (ties: lower index first).
+// A box is dropped when its IoU with an already kept, higher-ranked box is > iou_threshold (strictly), computed
+// in the boxes' dtype with torchvision's formula, so the kept set is torchvision's for distinct scores.
+//
+// Speed: the boxes are copied once, in score order, into contiguous per-coordinate arrays. Each kept box then
+// tests only the candidates still alive after it, in one branch-free, vectorisable pass (a flag per candidate),
+// split across threads when many remain; the alive candidates are compacted whenever a quarter of the window
+// has been suppressed, so dead boxes are seldom visited again. torchvision's loop instead visits every later box
+// for every kept box through an index indirection.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace detection {
+namespace cpu {
+namespace {
+
+// Below this many candidates a suppression pass runs on one thread.
+constexpr int64_t kParallelCandidates = 16384;
+
+// The largest T value t with (x > t) == (x > threshold) for every T x, so that comparisons can stay in T
+// (torchvision compares the T overlap with the double threshold).
+template <typename T>
+T threshold_in(double threshold) {
+  T t = static_cast<T>(threshold);
+  if (static_cast<double>(t) > threshold) t = std::nextafter(t, -std::numeric_limits<T>::infinity());
+  return t;
+}
+
+// Boxes alive after the current one, sorted by decreasing score, one array per coordinate.
+template <typename T>
+struct Candidates {
+  std::vector<T> x1, y1, x2, y2, area;
+  std::vector<int32_t> rank;  // position in score order; keep list entries map back through `order`
+  std::vector<uint8_t> dead;  // suppressed since the last compaction
+};
+
+// Marks the candidates in [begin, end) whose IoU with box (bx1, by1, bx2, by2) of area barea exceeds thr;
+// returns how many were newly marked.
+template <typename T>
+int64_t suppress_range(Candidates<T>& c, int64_t begin, int64_t end, T bx1, T by1, T bx2, T by2, T barea, T thr) {
+  const T* __restrict x1 = c.x1.data();
+  const T* __restrict y1 = c.y1.data();
+  const T* __restrict x2 = c.x2.data();
+  const T* __restrict y2 = c.y2.data();
+  const T* __restrict area = c.area.data();
+  uint8_t* __restrict dead = c.dead.data();
+  int64_t newly = 0;
+  for (int64_t j = begin; j < end; ++j) {
+    const T xx1 = std::max(bx1, x1[j]);
+    const T yy1 = std::max(by1, y1[j]);
+    const T xx2 = std::min(bx2, x2[j]);
+    const T yy2 = std::min(by2, y2[j]);
+    const T w = std::max(static_cast<T>(0), xx2 - xx1);
+    const T h = std::max(static_cast<T>(0), yy2 - yy1);
+    const T inter = w * h;
+    const T iou = inter / (barea + area[j] - inter);
+    const uint8_t s = iou > thr;
+    newly += s & static_cast<uint8_t>(dead[j] ^ 1);
+    dead[j] |= s;
+  }
+  return newly;
+}
+
+// Removes the dead candidates of [begin, end) (keeping the order); returns the new end.
+template <typename T>
+int64_t compact(Candidates<T>& c, int64_t begin, int64_t end) {
+  int64_t w = begin;
+  for (int64_t j = begin; j < end; ++j) {
+    c.x1[w] = c.x1[j];
+    c.y1[w] = c.y1[j];
+    c.x2[w] = c.x2[j];
+    c.y2[w] = c.y2[j];
+    c.area[w] = c.area[j];
+    c.rank[w] = c.rank[j];
+    w += c.dead[j] ^ 1;
+  }
+  std::fill(c.dead.begin() + begin, c.dead.begin() + w, uint8_t(0));
+  return w;
+}
+
+template <typename T>
+at::Tensor nms_impl(const at::Tensor& dets, const at::Tensor& scores, double iou_threshold) {
+  const int64_t n = dets.size(0);
+  const at::Tensor order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
+  const int64_t* ord = order.data_ptr<int64_t>();
+  const T* d = dets.data_ptr<T>();
+
+  Candidates<T> c;
+  c.x1.resize(n), c.y1.resize(n), c.x2.resize(n), c.y2.resize(n), c.area.resize(n), c.rank.resize(n);
+  c.dead.assign(n, 0);
+  for (int64_t r = 0; r < n; ++r) {
+    const T* b = d + ord[r] * 4;
+    c.x1[r] = b[0], c.y1[r] = b[1], c.x2[r] = b[2], c.y2[r] = b[3];
+    c.area[r] = (b[2] - b[0]) * (b[3] - b[1]);
+    c.rank[r] = static_cast<int32_t>(r);
+  }
+  const T thr = threshold_in<T>(iou_threshold);
+
+  std::vector<int64_t> keep;
+  int64_t end = n;   // candidates alive (or not yet compacted away) are [p, end)
+  int64_t dead = 0;  // marked dead in [p, end)
+  for (int64_t p = 0; p < end; ++p) {
+    if (c.dead[p]) {
+      --dead;
+      continue;
+    }
+    keep.push_back(ord[c.rank[p]]);
+    const T bx1 = c.x1[p], by1 = c.y1[p], bx2 = c.x2[p], by2 = c.y2[p], barea = c.area[p];
+    const int64_t lo = p + 1;
+    if (end - lo >= kParallelCandidates && at::get_num_threads() > 1) {
+      dead += at::parallel_reduce(
+          lo, end, kParallelCandidates / 2, int64_t(0),
+          [&](int64_t b, int64_t e, int64_t acc) {
+            return acc + suppress_range(c, b, e, bx1, by1, bx2, by2, barea, thr);
+          },
+          [](int64_t a, int64_t b) { return a + b; });
+    } else {
+      dead += suppress_range(c, lo, end, bx1, by1, bx2, by2, barea, thr);
+    }
+    if (dead * 4 > end - lo && end - lo > 64) {
+      end = compact(c, lo, end);
+      dead = 0;
+    }
+  }
+  return at::from_blob(keep.data(), {static_cast<int64_t>(keep.size())}, at::kLong).clone();
+}
+
+at::Tensor nms_cpu(const at::Tensor& dets_, const at::Tensor& scores_, double iou_threshold) {
+  TORCH_CHECK(dets_.device().is_cpu() && scores_.device().is_cpu(), "nms: boxes and scores must be CPU tensors, got ",
+              dets_.device(), " and ", scores_.device());
+  TORCH_CHECK(dets_.dim() == 2 && dets_.size(1) == 4, "nms: boxes must be a [N, 4] tensor (x1, y1, x2, y2), got shape ",
+              dets_.sizes());
+  TORCH_CHECK(scores_.dim() == 1, "nms: scores must be a 1-D [N] tensor, got shape ", scores_.sizes());
+  TORCH_CHECK(dets_.size(0) == scores_.size(0), "nms: boxes and scores must have the same length, got ",
+              dets_.size(0), " and ", scores_.size(0));
+  TORCH_CHECK(dets_.scalar_type() == at::kFloat || dets_.scalar_type() == at::kDouble,
+              "nms: boxes must be float32 or float64 on CPU, got ", dets_.scalar_type());
+  TORCH_CHECK(dets_.scalar_type() == scores_.scalar_type(), "nms: boxes (", dets_.scalar_type(), ") and scores (",
+              scores_.scalar_type(), ") must have the same dtype");
+  TORCH_CHECK(dets_.size(0) <= std::numeric_limits<int32_t>::max(), "nms: too many boxes (", dets_.size(0), ")");
+  if (dets_.size(0) == 0) return at::empty({0}, dets_.options().dtype(at::kLong));
+  const at::Tensor dets = dets_.contiguous();
+  const at::Tensor scores = scores_.contiguous();
+  at::Tensor keep;
+  AT_DISPATCH_FLOATING_TYPES(dets.scalar_type(), "nms_cpu", [&] { keep = nms_impl<scalar_t>(dets, scores, iou_threshold); });
+  return keep;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(detection, CPU, m) {
+  m.impl("nms", TORCH_FN(nms_cpu));
+}
+
+}  // namespace cpu
+}  // namespace detection
