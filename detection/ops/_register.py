@@ -29,12 +29,17 @@ def _roi_align_backward(ctx, grad_output):
 
 def _roi_pool_setup(ctx, inputs, output):
     input, rois, spatial_scale, pooled_height, pooled_width = inputs
+    # argmax (output[1]) is an int32 tensor with no gradient: without this, autograd would build a zero
+    # [K, C, ph, pw] gradient for it on every backward pass.
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(rois, output[1])
     ctx.args = (spatial_scale, pooled_height, pooled_width)
     ctx.input_shape = input.shape
 
 
 def _roi_pool_backward(ctx, grad_output, grad_argmax):
+    if grad_output is None:
+        return None, None, None, None, None
     rois, argmax = ctx.saved_tensors
     spatial_scale, pooled_height, pooled_width = ctx.args
     b, c, h, w = ctx.input_shape
