@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from typing import List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader
 
@@ -22,6 +20,7 @@ from detection.data.dataset import DetectionDataset
 from detection.data.records import DetectionRecords, ReadStats, filter_empty_records
 from detection.data.samplers import GroupedBatchSampler, InferenceSampler, TrainingSampler
 from detection.data.voc import load_voc
+from detection.utils.seed import worker_init_fn
 
 logger = logging.getLogger(__name__)
 
@@ -39,22 +38,6 @@ __all__ = [
 def collate_detection(batch: Sequence[Tuple[torch.Tensor, dict]]) -> Tuple[List[torch.Tensor], List[dict]]:
     """[(image, target), ...] -> (list of images, list of targets): images keep their own sizes."""
     return [b[0] for b in batch], [b[1] for b in batch]
-
-
-def worker_init_fn(worker_id: int) -> None:
-    """Seed a DataLoader worker from torch's per-worker seed (base seed drawn from the loader's generator +
-    worker_id): python ``random``, numpy's global RNG and the dataset's transform (albumentations' own RNG).
-    With a seeded loader generator the whole pipeline repeats. Also stops OpenCV from spawning threads per
-    worker."""
-    import cv2
-
-    cv2.setNumThreads(0)
-    info = torch.utils.data.get_worker_info()
-    seed = int(info.seed) % (2**32)
-    random.seed(seed)
-    np.random.seed(seed)
-    if hasattr(info.dataset, "set_seed"):
-        info.dataset.set_seed(seed)
 
 
 def _dist_rank_world(rank: Optional[int], world_size: Optional[int]) -> Tuple[int, int]:

@@ -52,14 +52,24 @@ def seed_everything(seed: Optional[int] = None, deterministic: bool = False) -> 
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """``DataLoader(worker_init_fn=worker_init_fn)``: seed ``random`` and numpy in a worker from torch's
-    per-worker seed (``base_seed + worker_id``, which follows the DataLoader's generator), so augmentations
-    differ between workers and epochs and repeat with the same seed. Picklable (module level)."""
+    """``DataLoader(worker_init_fn=worker_init_fn)``: seed a worker from torch's per-worker seed (``base_seed +
+    worker_id``, which follows the DataLoader's generator): python ``random``, numpy's global RNG and, when the
+    dataset has ``set_seed``, its transform (albumentations' own RNG). Augmentations then differ between workers
+    and epochs and repeat with the same seed. Also stops OpenCV from spawning threads per worker. Picklable."""
     import torch
 
-    s = torch.initial_seed()  # already base_seed + worker_id inside a worker
-    random.seed(s)
-    np.random.seed(derive_seed(s, worker_id))
+    info = torch.utils.data.get_worker_info()
+    seed = (int(info.seed) if info is not None else torch.initial_seed()) % (2**32)
+    random.seed(seed)
+    np.random.seed(seed)
+    if info is not None and hasattr(info.dataset, "set_seed"):
+        info.dataset.set_seed(seed)
+    try:
+        import cv2
+
+        cv2.setNumThreads(0)
+    except ImportError:  # opencv is optional for non-image datasets
+        pass
 
 
 seed_worker = worker_init_fn  # the name PyTorch's reproducibility notes use
