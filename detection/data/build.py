@@ -18,7 +18,7 @@ from torch.utils.data import BatchSampler, DataLoader
 from detection.data.coco import load_coco
 from detection.data.dataset import DetectionDataset
 from detection.data.records import DetectionRecords, ReadStats, filter_empty_records
-from detection.data.samplers import GroupedBatchSampler, InferenceSampler, TrainingSampler
+from detection.data.samplers import GroupedBatchSampler, InferenceSampler, SkipBatches, TrainingSampler
 from detection.data.voc import load_voc
 from detection.utils.seed import worker_init_fn
 
@@ -156,21 +156,28 @@ def _seed(cfg) -> Optional[int]:
 
 
 def build_detection_train_loader(cfg, dataset: Optional[DetectionDataset] = None, rank: Optional[int] = None,
-                                 world_size: Optional[int] = None) -> DataLoader:
+                                 world_size: Optional[int] = None, start_iter: int = 0) -> DataLoader:
     """An endless DataLoader of training batches ``(list[Tensor[3,H,W]], list[target dict])``; use ``iter()``
     and ``next()``. Reads TRAIN.IMS_PER_BATCH (per process), DATA.NUM_WORKERS, DATA.ASPECT_RATIO_GROUPING,
-    RNG_SEED (< 0: unseeded). rank/world_size default to torch.distributed's (or 0/1)."""
+    RNG_SEED (< 0: unseeded). rank/world_size default to torch.distributed's (or 0/1).
+
+    With a seed, every sample's augmentation is seeded from its position in the stream and ``start_iter``
+    skips the batches already trained on, so a resumed run sees exactly the batches (augmentation included) of
+    an uninterrupted one, whatever DATA.NUM_WORKERS."""
     if dataset is None:
         dataset = build_detection_dataset(cfg, is_train=True)
     rank, world_size = _dist_rank_world(rank, world_size)
     seed = _seed(cfg)
     base = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
-    sampler = TrainingSampler(len(dataset), shuffle=True, seed=base, rank=rank, world_size=world_size)
+    sampler = TrainingSampler(len(dataset), shuffle=True, seed=base, rank=rank, world_size=world_size,
+                              sample_seeds=seed is not None)
     batch_size = int(cfg.TRAIN.IMS_PER_BATCH)
     if cfg.DATA.ASPECT_RATIO_GROUPING:
         batch_sampler = GroupedBatchSampler(sampler, dataset.group_ids(), batch_size, drop_last=True)
     else:
         batch_sampler = BatchSampler(sampler, batch_size, drop_last=True)
+    if start_iter:
+        batch_sampler = SkipBatches(batch_sampler, start_iter)
     return _loader(dataset, batch_sampler, int(cfg.DATA.NUM_WORKERS), base + 7919 * rank)
 
 

@@ -23,7 +23,7 @@ def aspect_ratio_group_ids(records: Sequence[dict]) -> np.ndarray:
 
 
 class DetectionDataset(torch.utils.data.Dataset):
-    """``dataset[i] -> (image, target)`` for record ``i``.
+    """``dataset[i] -> (image, target)`` for record ``i``; ``dataset[(i, seed)]`` reseeds the transform first.
 
     image: float32 Tensor[3, H, W] RGB in 0..1 (after the transform). target: dict with
       ``boxes`` float32 Tensor[M, 4] xyxy continuous pixels of the returned image, ``labels`` int64 Tensor[M] in
@@ -75,7 +75,10 @@ class DetectionDataset(torch.utils.data.Dataset):
                 logger.warning("%s; skipped (DATA.SKIP_BAD_IMAGES)", e)
         raise ImageReadError(self.records[index]["path"], "no readable image left in the dataset")
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index):
+        if isinstance(index, tuple):  # (index, seed) from TrainingSampler(sample_seeds=True)
+            index, seed = index
+            self.set_seed(int(seed))
         index, rec, image = self._read(int(index))
         keep = trainable_mask(rec, self.use_difficult, self.use_crowd)
         boxes, labels = rec["boxes"][keep], rec["labels"][keep]

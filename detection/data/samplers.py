@@ -12,21 +12,36 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["TrainingSampler", "InferenceSampler", "GroupedBatchSampler"]
+from detection.utils.seed import derive_seed
+
+__all__ = ["TrainingSampler", "InferenceSampler", "GroupedBatchSampler", "SkipBatches", "sample_index"]
+
+
+def sample_index(key) -> int:
+    """The dataset index of a sampler key: an int, or ``(index, seed)`` from a ``TrainingSampler`` with
+    ``sample_seeds=True``."""
+    return int(key[0]) if isinstance(key, tuple) else int(key)
 
 
 class TrainingSampler(Sampler):
     """An endless stream of indices in ``[0, size)``: a new permutation (or ``0..size-1`` without shuffle) each
     pass, the same on every process (same ``seed``), of which process ``rank`` takes every ``world_size``-th index
-    starting at ``rank`` - a disjoint shard per process, as in detectron2. Repeatable for a fixed seed."""
+    starting at ``rank`` - a disjoint shard per process, as in detectron2. Repeatable for a fixed seed.
 
-    def __init__(self, size: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1):
+    sample_seeds: yield ``(index, seed)`` instead, the seed derived from ``seed`` and the position in the global
+    stream, so a dataset can seed its augmentation per sample (``DetectionDataset`` does): the augmentation of
+    the n-th sample is then the same whatever worker loads it and however the run was interrupted and resumed.
+    """
+
+    def __init__(self, size: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 sample_seeds: bool = False):
         if size <= 0:
             raise ValueError(f"TrainingSampler needs a non-empty dataset, got size={size}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} not in [0, world_size={world_size})")
         self.size, self.shuffle, self.seed = int(size), bool(shuffle), int(seed)
         self.rank, self.world_size = int(rank), int(world_size)
+        self.sample_seeds = bool(sample_seeds)
 
     def _infinite(self) -> Iterator[int]:
         g = torch.Generator()
@@ -37,8 +52,12 @@ class TrainingSampler(Sampler):
             else:
                 yield from range(self.size)
 
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(self._infinite(), self.rank, None, self.world_size)
+    def __iter__(self) -> Iterator:
+        stream = itertools.islice(self._infinite(), self.rank, None, self.world_size)
+        if not self.sample_seeds:
+            return stream
+        positions = itertools.count(self.rank, self.world_size)
+        return ((idx, derive_seed(self.seed, 0x5EED, pos)) for idx, pos in zip(stream, positions))
 
 
 class InferenceSampler(Sampler):
@@ -79,8 +98,8 @@ class GroupedBatchSampler(Sampler):
     def __iter__(self) -> Iterator[List[int]]:
         buckets: dict = {}
         for idx in self.sampler:
-            bucket = buckets.setdefault(int(self.group_ids[idx]), [])
-            bucket.append(int(idx))
+            bucket = buckets.setdefault(int(self.group_ids[sample_index(idx)]), [])
+            bucket.append(idx)
             if len(bucket) == self.batch_size:
                 yield bucket[:]
                 bucket.clear()
@@ -92,6 +111,20 @@ class GroupedBatchSampler(Sampler):
     def __len__(self) -> int:
         if isinstance(self.sampler, TrainingSampler) or not hasattr(self.sampler, "__len__"):
             raise TypeError("GroupedBatchSampler over an infinite sampler has no length")
-        counts = np.bincount(self.group_ids[np.fromiter(iter(self.sampler), dtype=np.int64)])
+        counts = np.bincount(self.group_ids[np.fromiter((sample_index(i) for i in self.sampler), dtype=np.int64)])
         full, rest = counts // self.batch_size, counts % self.batch_size
         return int(full.sum() + (0 if self.drop_last else np.count_nonzero(rest)))
+
+
+class SkipBatches(Sampler):
+    """The batches of ``batch_sampler`` after the first ``count``: a resumed run at iteration ``count`` gets
+    exactly the batches an uninterrupted run would have seen next (only indices are generated for the skipped
+    ones, no image is read)."""
+
+    def __init__(self, batch_sampler, count: int):
+        if count < 0:
+            raise ValueError(f"cannot skip a negative number of batches ({count})")
+        self.batch_sampler, self.count = batch_sampler, int(count)
+
+    def __iter__(self) -> Iterator[List]:
+        return itertools.islice(iter(self.batch_sampler), self.count, None)

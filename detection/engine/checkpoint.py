@@ -2,7 +2,8 @@
 
 A checkpoint is a dict of plain containers and tensors only (so `torch.load(..., weights_only=True)` reads it):
 `model`, `optimizer`, `scheduler` state dicts, `iteration` (number of finished iterations), `rng` (torch, CUDA,
-numpy and Python random states as tensors / lists), `config` (the resolved config as a YAML string), `extra`.
+numpy and Python random states as tensors / lists), `config` (the resolved config as a YAML string), `extra`
+(plain values: class names, the best evaluation so far, ...; `Checkpointer.extra` is saved and restored).
 """
 import json
 import logging
@@ -81,8 +82,9 @@ class Checkpointer:
     """Saves and restores the training state in `output_dir` (rank 0 saves; every rank loads)."""
 
     def __init__(self, model, optimizer=None, scheduler=None, output_dir: str = ".", save_to_disk: bool = True,
-                 config_text: str = ""):
+                 config_text: str = "", extra: Optional[Dict[str, Any]] = None):
         self.model = model
+        self.extra: Dict[str, Any] = dict(extra or {})
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.output_dir = output_dir
@@ -99,7 +101,7 @@ class Checkpointer:
             "iteration": int(iteration),
             "rng": get_rng_states(),
             "config": self.config_text,
-            "extra": extra or {},
+            "extra": {**self.extra, **(extra or {})},
         }
         if self.optimizer is not None:
             state["optimizer"] = self.optimizer.state_dict()
@@ -137,6 +139,7 @@ class Checkpointer:
             self.scheduler.load_state_dict(state["scheduler"])
         if "rng" in state:
             set_rng_states(state["rng"])
+        self.extra.update(state.get("extra") or {})
         logger.info("resumed from %s at iteration %d", path, state["iteration"])
         return int(state["iteration"])
 

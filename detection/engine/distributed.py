@@ -60,3 +60,17 @@ def any_process(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def weights_match_rank0(model: torch.nn.Module) -> bool:
+    """True on every process when its parameters and buffers equal rank 0's exactly (one broadcast of the
+    flattened state); True when not distributed. A DDP run that diverged (e.g. a rank skipped a step) shows here."""
+    if not is_distributed() or get_world_size() == 1:
+        return True
+    tensors = [t.detach() for t in model.state_dict().values() if t.is_floating_point()]
+    flat = torch.cat([t.reshape(-1).double() for t in tensors]) if tensors else torch.zeros(1, dtype=torch.float64)
+    reference = flat.clone()
+    dist.broadcast(reference, src=0)
+    same = torch.tensor([1.0 if torch.equal(flat, reference) else 0.0], device=flat.device)
+    dist.all_reduce(same, op=dist.ReduceOp.MIN)
+    return bool(same.item() == 1.0)

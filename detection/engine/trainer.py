@@ -59,8 +59,10 @@ class Trainer:
     """Runs iterations `start_iter .. max_iter` over an infinite iterator of `(images, targets)` batches.
 
     Checkpoints every `snapshot_iters` and at the end (rank 0 only), writes `metrics.jsonl` every `log_period`
-    iterations, evaluates with `eval_fn(model) -> dict` every `eval_period` iterations, and stops on a
-    non-finite loss, naming the iteration and the loss terms and keeping the last good checkpoint.
+    iterations, evaluates with `eval_fn(model) -> dict` every `eval_period` iterations (on every process; the
+    metrics come back on rank 0) and, when `best_metric` is set, keeps `model_best.pth` at the best value so far
+    (higher is better; remembered across resumes in the checkpoints' `extra`). Stops on a non-finite loss,
+    naming the iteration and the loss terms and keeping the last good checkpoint.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class Trainer:
         eval_fn: Optional[Callable[[torch.nn.Module], Dict[str, float]]] = None,
         eval_period: int = 0,
         progress: bool = True,
+        best_metric: str = "",
     ):
         self.model = model
         self.optimizer = optimizer
@@ -97,6 +100,7 @@ class Trainer:
         self.eval_fn = eval_fn
         self.eval_period = int(eval_period)
         self.progress = progress and is_main_process()
+        self.best_metric = best_metric
         self.last_good_checkpoint: Optional[str] = None
         self.history: List[Dict[str, float]] = []
 
@@ -110,6 +114,22 @@ class Trainer:
         name = name or f"model_{iteration:07d}"
         path = self.checkpointer.save(name, iteration)
         self.last_good_checkpoint = path
+
+    def _evaluate(self, done: int, board: "_TensorBoard") -> None:
+        metrics = self.eval_fn(self.model) or {}
+        self.model.train()
+        record = {"iteration": done, **{f"eval/{k}": float(v) for k, v in metrics.items()
+                                        if isinstance(v, (int, float)) and math.isfinite(v)}}
+        self._write_metrics(record)
+        board.add_scalars({k: v for k, v in record.items() if k != "iteration"}, done)
+        value = metrics.get(self.best_metric) if self.best_metric else None
+        if value is None or not math.isfinite(float(value)):
+            return
+        best = self.checkpointer.extra.get("best")
+        if best is None or float(value) > best["value"]:
+            self.checkpointer.extra["best"] = {"metric": self.best_metric, "value": float(value), "iteration": done}
+            self.checkpointer.save("model_best", done, tag_last=False)
+            logger.info("new best %s = %.4f at iteration %d: model_best.pth", self.best_metric, float(value), done)
 
     def run_step(self, iteration: int) -> Dict[str, float]:
         """One optimisation step; returns the (process-averaged) loss values as floats."""
@@ -167,12 +187,7 @@ class Trainer:
                 if self.snapshot_iters and done % self.snapshot_iters == 0 and done != self.max_iter:
                     self._snapshot(done)
                 if self.eval_fn is not None and self.eval_period and done % self.eval_period == 0:
-                    metrics = self.eval_fn(self.model)
-                    self.model.train()
-                    record = {"iteration": done, **{f"eval/{k}": float(v) for k, v in metrics.items()
-                                                    if isinstance(v, (int, float)) and math.isfinite(v)}}
-                    self._write_metrics(record)
-                    board.add_scalars({k: v for k, v in record.items() if k != "iteration"}, done)
+                    self._evaluate(done, board)
             if start_iter < self.max_iter or self.checkpointer.last_checkpoint() is None:
                 self._snapshot(self.max_iter, "model_final")
         finally:

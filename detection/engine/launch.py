@@ -1,0 +1,147 @@
+"""What train_net / test_net / demo share: config from the command line, device, logging, seeding, weights.
+
+Tools stay thin: they parse arguments, call these, and turn `ToolError` (and config / file errors) into exit
+code 2 with a one-line message.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import List, Optional, Sequence
+
+import torch
+
+from detection.engine.distributed import get_rank, init_distributed
+
+logger = logging.getLogger(__name__)
+
+
+class ToolError(RuntimeError):
+    """A bad command line or input the user can fix; tools print it and exit with code 2."""
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """--cfg FILE and --set KEY VALUE [KEY VALUE ...] (py-faster-rcnn's override syntax)."""
+    parser.add_argument("--cfg", required=True, metavar="FILE", help="YAML config (overrides of the defaults)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY VALUE", dest="overrides",
+                        help="config overrides, e.g. --set SOLVER.MAX_ITER 100 TEST.SCALES '[400,600]'")
+    parser.add_argument("--device", default=None, help="override DEVICE: cpu, cuda, cuda:N")
+
+
+def load_config_from_args(args: argparse.Namespace):
+    """The config of --cfg with --set (and --device) applied; ToolError for a missing file or odd overrides."""
+    from detection.config import ConfigError, load_config
+
+    if not os.path.isfile(args.cfg):
+        raise ToolError(f"--cfg {args.cfg}: no such file")
+    overrides: List[str] = list(args.overrides or [])
+    if len(overrides) % 2:
+        raise ToolError(f"--set takes KEY VALUE pairs; got an odd number of items: {overrides}")
+    if getattr(args, "device", None):
+        overrides += ["DEVICE", args.device]
+    try:
+        return load_config(args.cfg, overrides)
+    except ConfigError as exc:
+        raise ToolError(str(exc)) from exc
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; under torchrun on CUDA each process takes GPU LOCAL_RANK."""
+    name = str(name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ToolError(f"DEVICE {name!r}: CUDA is not available here (torch {torch.__version__}); use cpu")
+        if name == "cuda" and "LOCAL_RANK" in os.environ:
+            name = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    elif name != "cpu":
+        raise ToolError(f"DEVICE {name!r}: expected auto, cpu, cuda or cuda:N")
+    return torch.device(name)
+
+
+def setup_run(cfg, output_dir: Optional[str], distributed: bool = False) -> torch.device:
+    """Join torchrun's process group (when `distributed`), set up logging into `output_dir`, seed, pick the
+    device. Returns the device."""
+    from detection.utils.logger import setup_logger
+    from detection.utils.seed import derive_seed, seed_everything
+
+    device = resolve_device(cfg.DEVICE)
+    if distributed:
+        init_distributed(device.type)
+    rank = get_rank()
+    if output_dir and rank == 0:
+        os.makedirs(output_dir, exist_ok=True)
+    setup_logger(output_dir, rank=rank)
+    seed = int(cfg.RNG_SEED)
+    if seed >= 0:
+        seed_everything(seed if rank == 0 else derive_seed(seed, rank) % 2**31)
+    return device
+
+
+def find_inference_weights(cfg, weights: Optional[str], task) -> Optional[str]:
+    """The checkpoint to evaluate: --weights, else OUTPUT_DIR's `last_checkpoint`, else None when the task's
+    model is complete without training (e.g. an ImageNet classifier); otherwise ToolError saying what to pass."""
+    from detection.engine.checkpoint import LAST_CHECKPOINT
+
+    if weights:
+        if not os.path.isfile(weights):
+            raise ToolError(f"--weights {weights}: no such file (a checkpoint written by tools/train_net.py, e.g. "
+                            f"{os.path.join(cfg.OUTPUT_DIR, 'model_final.pth')})")
+        return weights
+    pointer = os.path.join(cfg.OUTPUT_DIR, LAST_CHECKPOINT)
+    if os.path.isfile(pointer):
+        with open(pointer) as f:
+            path = os.path.join(cfg.OUTPUT_DIR, f.read().strip())
+        if os.path.isfile(path):
+            logger.info("no --weights: using %s (OUTPUT_DIR's last checkpoint)", path)
+            return path
+    if not task.needs_weights(cfg):
+        return None
+    raise ToolError(f"no --weights given and no checkpoint in OUTPUT_DIR {cfg.OUTPUT_DIR}: pass --weights "
+                    f"CKPT (e.g. {os.path.join(cfg.OUTPUT_DIR, 'model_final.pth')} after tools/train_net.py)")
+
+
+def load_inference_model(task, cfg, weights: Optional[str], device: torch.device):
+    """(model in eval mode on `device`, class names): the checkpoint's weights and, when it stored them, its
+    class names (else the task's names for the config)."""
+    from detection.engine.checkpoint import load_model_weights
+
+    model = task.build_model(cfg)
+    names: Sequence[str] = ()
+    if weights:
+        try:
+            state = load_model_weights(model, weights)
+        except (KeyError, ValueError, RuntimeError, FileNotFoundError) as exc:
+            raise ToolError(f"cannot load --weights {weights} into the model of {cfg.MODEL.META_ARCHITECTURE} / "
+                            f"{cfg.MODEL.BACKBONE.NAME}: {exc}") from exc
+        names = (state.get("extra") or {}).get("class_names") or ()
+    model.to(device).eval()
+    return model, list(names) or task.class_names(cfg)
+
+
+def user_errors() -> tuple:
+    """Exception types that mean bad input the user can fix (config, files, weights, annotations)."""
+    from detection.config import ConfigError
+    from detection.data.image_io import ImageReadError
+    from detection.data.records import AnnotationError
+    from detection.evaluation.evaluator import EvaluationInputError
+    from detection.modeling.backbone.weights import WeightsError
+
+    return (ToolError, ConfigError, FileNotFoundError, ImageReadError, AnnotationError, EvaluationInputError,
+            WeightsError)
+
+
+def run_tool(fn, args) -> int:
+    """`fn(args) -> exit code`, with user errors printed as `error: ...` (exit 2) and the process group closed."""
+    import sys
+
+    try:
+        return fn(args)
+    except user_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

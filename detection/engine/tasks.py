@@ -1,0 +1,102 @@
+"""What the tools need from a model family, looked up by MODEL.META_ARCHITECTURE.
+
+`tools/train_net.py`, `test_net.py` and `demo.py` never branch on the model family: they ask the task.
+
+    task = get_task(cfg)                         # TASKS.get(cfg.MODEL.META_ARCHITECTURE)()
+    model = task.build_model(cfg)
+    batches = task.build_train_data(cfg, model)  # endless iterator of (images, targets), this process's share
+    loader, dataset = task.build_test_data(cfg)  # finite, in order; targets carry `index` into dataset.records
+    evaluator = task.build_evaluator(cfg, dataset, output_dir)
+    outputs = task.predict(cfg, model, images)   # eval mode, no grad; test-time augmentation lives here
+    picture = task.draw(cfg, image_rgb, output, class_names, score_thresh)
+    record = task.to_json(output, class_names, score_thresh)
+
+A family registers a subclass: ``@TASKS.register("classifier") class ClassificationTask(Task): ...`` in a module
+listed in `_BUILTIN_TASK_MODULES` (optional modules may be absent).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from detection.registry import Registry
+
+TASKS = Registry("task")
+
+_BUILTIN_TASK_MODULES = ("detection.engine.detection_task", "detection.engine.classification_task")
+
+
+class Task:
+    """The model-family-specific pieces of training, evaluation and demo; every method takes the config."""
+
+    #: metric (a key of the evaluator's dict) that selects `model_best.pth` during periodic evaluation;
+    #: '' = no best checkpoint. Higher is better.
+    best_metric: str = ""
+
+    def build_model(self, cfg) -> nn.Module:
+        from detection.modeling.build import build_model
+
+        return build_model(cfg)
+
+    def build_train_data(self, cfg, model: nn.Module, start_iter: int = 0) -> Iterator[Tuple[List[Any], List[Dict]]]:
+        """An endless iterator of training batches ``(images, targets)`` for this process (rank-sharded),
+        starting at batch `start_iter` of the seeded stream (a resumed run continues the same sequence).
+
+        `model` is the (unwrapped) model being trained, for tasks that precompute features with its frozen parts.
+        """
+        raise NotImplementedError
+
+    def build_test_data(self, cfg) -> Tuple[torch.utils.data.DataLoader, Any]:
+        """(loader, dataset) over DATA.TEST_SET: batches ``(images, targets)`` in order, each target with
+        ``index`` into ``dataset.records``."""
+        raise NotImplementedError
+
+    def build_evaluator(self, cfg, dataset, output_dir: Optional[str]):
+        """A `detection.evaluation.evaluator.DatasetEvaluator` for `dataset`; it writes its files (results,
+        plots) under `output_dir` when that is not None."""
+        raise NotImplementedError
+
+    def needs_weights(self, cfg) -> bool:
+        """Whether inference needs a trained checkpoint (False for a model complete from pretrained weights)."""
+        return True
+
+    def class_names(self, cfg, dataset=None) -> List[str]:
+        """Names of labels 1..K (detection) or 0..K-1 (classification); from `dataset` when given."""
+        if dataset is not None and getattr(dataset, "class_names", None):
+            return list(dataset.class_names)
+        return list(cfg.DATA.CLASSES)
+
+    @torch.no_grad()
+    def predict(self, cfg, model: nn.Module, images: List[torch.Tensor]) -> List[Dict[str, torch.Tensor]]:
+        """Eval-mode outputs for a list of [3, H, W] float RGB 0..1 images (the model contract's dicts)."""
+        return model(images)
+
+    def draw(self, cfg, image_rgb: np.ndarray, output: Dict[str, torch.Tensor], class_names: Sequence[str],
+             score_thresh: float) -> np.ndarray:
+        """uint8 [H, W, 3] RGB picture of one output drawn on its image."""
+        raise NotImplementedError
+
+    def to_json(self, output: Dict[str, torch.Tensor], class_names: Sequence[str], score_thresh: float) -> Dict:
+        """A JSON-friendly dict of one image's output (detections above `score_thresh`, or top labels)."""
+        raise NotImplementedError
+
+    def summary(self, cfg, model: nn.Module) -> str:
+        """Text describing the model printed at the start of training (default: parameter counts)."""
+        total = sum(p.numel() for p in model.parameters())
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        return f"{type(model).__name__}: {total:,} parameters, {trainable:,} trainable, {total - trainable:,} frozen"
+
+
+def get_task(cfg) -> Task:
+    """The task of cfg.MODEL.META_ARCHITECTURE (a new instance)."""
+    for module in _BUILTIN_TASK_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+    return TASKS.get(cfg.MODEL.META_ARCHITECTURE)()

@@ -1,0 +1,236 @@
+"""train_net / test_net / demo end to end on a generated VOC+COCO dataset (tiny backbone, few iterations):
+outputs and their schemas, exact kill-and-resume with the real loader, the non-finite stop, TTA, and the tools'
+errors for bad arguments. The 2-process DDP run is in test_distributed.py."""
+import json
+import os
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import demo as demo_tool  # noqa: E402
+import test_net as test_tool  # noqa: E402
+import train_net as train_tool  # noqa: E402
+
+CLASSES = ["circle", "square", "triangle"]
+
+
+@pytest.fixture(scope="module")
+def dataset_root(tmp_path_factory):
+    from detection.data.synthetic import DetectionParams, generate_detection_dataset
+
+    out = tmp_path_factory.mktemp("data") / "synthetic"
+    generate_detection_dataset(str(out), DetectionParams(num_train=10, num_test=4, width=160, height=128,
+                                                         max_objects=3, min_size=24, max_size=64), log=lambda m: None)
+    return str(out)
+
+
+def write_cfg(path, root, out, **extra):
+    lines = [
+        "MODEL: {BACKBONE: {NAME: tiny, WEIGHTS: ''}}",
+        f"DATA: {{ROOT: '{root}', CLASSES: {CLASSES}, NUM_WORKERS: 0}}",
+        "TRAIN: {SCALES: [128], MAX_SIZE: 160, IMS_PER_BATCH: 2, SNAPSHOT_ITERS: 3, LOG_PERIOD: 1, "
+        "RPN_PRE_NMS_TOP_N: 300, RPN_POST_NMS_TOP_N: 100, BATCH_SIZE: 32}",
+        "TEST: {SCALES: [128], MAX_SIZE: 160, RPN_PRE_NMS_TOP_N: 300, RPN_POST_NMS_TOP_N: 50}",
+        "SOLVER: {MAX_ITER: 6, BASE_LR: 0.01, STEPS: [4], WARMUP_ITERS: 2}",
+        f"OUTPUT_DIR: '{out}'",
+    ]
+    lines += [f"{k}: {v}" for k, v in extra.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, dataset_root):
+    """One short training run shared by the output tests: (config path, output dir)."""
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = write_cfg(tmp / "cfg.yaml", dataset_root, tmp / "out")
+    assert train_tool.main(["--cfg", cfg, "--no-progress"]) == 0
+    return cfg, str(tmp / "out")
+
+
+def test_train_net_writes_checkpoints_metrics_and_evaluation(trained):
+    cfg, out = trained
+    for name in ("config.yaml", "model_summary.txt", "metrics.jsonl", "log.txt", "model_0000003.pth",
+                 "model_final.pth", "inference/metrics.json", "inference/comp4_det_test_circle.txt"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    with open(os.path.join(out, "last_checkpoint")) as f:
+        assert f.read().strip() == "model_final.pth"
+    records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    iters = [r["iteration"] for r in records if "total_loss" in r]
+    assert iters == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(r["total_loss"]) and set(r) >= {"loss_rpn_cls", "loss_cls", "lr"} for r in records)
+    state = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)
+    assert state["iteration"] == 6 and state["extra"]["class_names"] == CLASSES
+    assert "optimizer" in state and "scheduler" in state and "rng" in state
+    metrics = json.load(open(os.path.join(out, "inference", "metrics.json")))
+    assert 0.0 <= metrics["mAP"] <= 1.0 and set(metrics["AP"]) == set(CLASSES)
+
+
+def test_train_net_refuses_to_overwrite_and_resume_of_a_finished_run_does_nothing(trained, capsys):
+    cfg, out = trained
+    assert train_tool.main(["--cfg", cfg, "--no-progress", "--skip-eval"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    before = os.path.getmtime(os.path.join(out, "model_final.pth"))
+    assert train_tool.main(["--cfg", cfg, "--no-progress", "--skip-eval", "--resume"]) == 0
+    assert os.path.getmtime(os.path.join(out, "model_final.pth")) == before
+
+
+def test_test_net_with_tta_writes_metrics_predictions_and_voc_files(trained, tmp_path):
+    cfg, out = trained
+    res = tmp_path / "tta"
+    code = test_tool.main(["--cfg", cfg, "--weights", os.path.join(out, "model_final.pth"), "--output", str(res),
+                           "--no-progress", "--set", "TEST.SCALES", "[112,128]", "TEST.FLIP", "True",
+                           "TEST.SCORE_THRESH", "0.0"])
+    assert code == 0
+    metrics = json.load(open(res / "metrics.json"))
+    assert metrics["test_scales"] == [112, 128] and metrics["flip"] is True and metrics["images"] == 4
+    preds = json.load(open(res / "predictions.json"))
+    assert len(preds) == 4
+    for p in preds:
+        img = cv2.imread(p["file"])
+        h, w = img.shape[:2]
+        assert 0 < len(p["detections"]) <= 100
+        for d in p["detections"]:
+            x1, y1, x2, y2 = d["box_xyxy"]
+            assert 0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h
+            assert d["class"] in CLASSES and 0.0 <= d["score"] <= 1.0
+    for c in CLASSES:
+        assert (res / f"comp4_det_test_{c}.txt").is_file() and (res / f"pr_{c}.png").is_file()
+
+
+def test_test_net_on_the_coco_json_of_the_same_images(trained, dataset_root, tmp_path):
+    cfg, out = trained
+    res = tmp_path / "coco"
+    code = test_tool.main(["--cfg", cfg, "--output", str(res), "--no-progress", "--set", "DATA.FORMAT", "coco",
+                           "DATA.TEST_SET", "annotations/instances_test.json:VOC2007/JPEGImages"])
+    assert code == 0  # no --weights: OUTPUT_DIR's last checkpoint
+    metrics = json.load(open(res / "metrics.json"))
+    assert set(metrics["bbox"]) >= {"AP", "AP50", "AP75"} and metrics["mAP"] == metrics["bbox"]["AP50"]
+    results = json.load(open(res / "coco_instances_results.json"))
+    assert all(r["category_id"] in (1, 3, 7) for r in results)  # the generator's non-contiguous ids
+
+
+def test_demo_draws_images_and_writes_json(trained, dataset_root, tmp_path):
+    cfg, out = trained
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    src = os.path.join(dataset_root, "VOC2007", "JPEGImages")
+    for name in sorted(os.listdir(src))[:2]:
+        (folder / name).write_bytes(open(os.path.join(src, name), "rb").read())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    res = tmp_path / "demo"
+    code = demo_tool.main(["--cfg", cfg, "--input", str(folder), "--output", str(res), "--score-thresh", "0.0"])
+    assert code == 1  # the broken image is reported, the others are drawn
+    data = json.load(open(res / "detections.json"))
+    assert data["class_names"] == CLASSES and len(data["images"]) == 2
+    assert data["unreadable"] == [str(folder / "broken.jpg")]
+    for entry in data["images"]:
+        drawn = cv2.imread(entry["output"])
+        assert drawn is not None and drawn.shape[:2] == (entry["height"], entry["width"])
+        for d in entry["detections"]:
+            x1, y1, x2, y2 = d["box_xyxy"]
+            assert 0 <= x1 <= x2 <= entry["width"] and 0 <= y1 <= y2 <= entry["height"]
+    only = tmp_path / "one"
+    assert demo_tool.main(["--cfg", cfg, "--input", entry["file"], "--output", str(only)]) == 0
+    assert len(json.load(open(only / "detections.json"))["images"]) == 1
+
+
+def test_kill_and_resume_with_the_real_loader_ends_with_identical_weights(dataset_root, tmp_path, monkeypatch):
+    """Augmentation on (flip + colour jitter + crop), one loader worker: the resumed run must see the same
+    batches, augmentations and RNG draws as the uninterrupted one."""
+    from detection.engine.trainer import Trainer
+
+    aug = {"AUG": "{COLOR_JITTER: true, RANDOM_CROP: true}"}
+    full_cfg = write_cfg(tmp_path / "full.yaml", dataset_root, tmp_path / "full", **aug)
+    cut_cfg = write_cfg(tmp_path / "cut.yaml", dataset_root, tmp_path / "cut", **aug)
+    common = ["--no-progress", "--skip-eval", "--set", "DATA.NUM_WORKERS", "1"]
+    assert train_tool.main(["--cfg", full_cfg, *common]) == 0
+
+    original = Trainer.run_step
+
+    def killed_at_5(self, iteration):
+        if iteration == 4:
+            raise KeyboardInterrupt("killed")
+        return original(self, iteration)
+
+    monkeypatch.setattr(Trainer, "run_step", killed_at_5)
+    with pytest.raises(KeyboardInterrupt):
+        train_tool.main(["--cfg", cut_cfg, *common])
+    monkeypatch.setattr(Trainer, "run_step", original)
+    assert open(tmp_path / "cut" / "last_checkpoint").read().strip() == "model_0000003.pth"
+    torch.manual_seed(999)  # the resumed process starts with another RNG state
+    assert train_tool.main(["--cfg", cut_cfg, *common, "--resume"]) == 0
+
+    a = torch.load(tmp_path / "full" / "model_final.pth", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "model_final.pth", weights_only=True)
+    assert a["iteration"] == b["iteration"] == 6
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    changed = torch.load(tmp_path / "full" / "model_0000003.pth", weights_only=True)["model"]
+    assert any(not torch.equal(changed[k], a["model"][k]) for k in a["model"])  # training did move the weights
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(dataset_root, tmp_path, monkeypatch, caplog):
+    from detection.engine import detection_task
+
+    original = detection_task.DetectionTask.build_model
+
+    def poisoned(self, cfg):
+        model = original(self, cfg)
+        calls = {"n": 0}
+
+        def hook(module, args, output):
+            calls["n"] += 1
+            if calls["n"] == 5:  # the 5th training forward
+                output["loss_box"] = output["loss_box"] * float("nan")
+            return output
+
+        model.register_forward_hook(hook)
+        return model
+
+    monkeypatch.setattr(detection_task.DetectionTask, "build_model", poisoned)
+    cfg = write_cfg(tmp_path / "cfg.yaml", dataset_root, tmp_path / "out")
+    assert train_tool.main(["--cfg", cfg, "--no-progress"]) == 1
+    log = open(tmp_path / "out" / "log.txt").read()
+    assert "non-finite loss at iteration 5" in log and "loss_box=nan" in log and "model_0000003.pth" in log
+    assert open(tmp_path / "out" / "last_checkpoint").read().strip() == "model_0000003.pth"
+    assert not os.path.exists(tmp_path / "out" / "model_final.pth")
+
+
+@pytest.mark.parametrize("tool,argv,message", [
+    ("train", ["--cfg", "missing.yaml"], "no such file"),
+    ("train", ["--cfg", "{cfg}", "--set", "SOLVER.MAX_ITERS", "5"], "SOLVER.MAX_ITER"),
+    ("train", ["--cfg", "{cfg}", "--set", "SOLVER.MAX_ITER"], "KEY VALUE pairs"),
+    ("train", ["--cfg", "{cfg}", "--set", "SOLVER.MAX_ITER", "many"], "SOLVER.MAX_ITER"),
+    ("train", ["--cfg", "{cfg}", "--resume", "--weights", "{cfg}"], "pick one"),
+    ("train", ["--cfg", "{cfg}", "--device", "tpu"], "tpu"),
+    ("train", ["--cfg", "{cfg}", "--set", "DATA.ROOT", "/nonexistent/data"], "/nonexistent/data"),
+    ("test", ["--cfg", "{cfg}"], "no --weights given"),
+    ("test", ["--cfg", "{cfg}", "--weights", "nope.pth"], "nope.pth"),
+    ("test", ["--cfg", "{cfg}", "--weights", "{bad_ckpt}"], "cannot load --weights"),
+    ("demo", ["--cfg", "{cfg}", "--weights", "{ckpt}", "--input", "/nonexistent/*.jpg"], "/nonexistent"),
+    ("demo", ["--cfg", "{cfg}", "--weights", "{ckpt}", "--input", "{data}", "--score-thresh", "2"],
+     "--score-thresh"),
+])
+def test_tools_reject_bad_arguments_with_exit_code_2(tool, argv, message, dataset_root, trained, tmp_path, capsys):
+    cfg = write_cfg(tmp_path / "cfg.yaml", dataset_root, tmp_path / "empty_out")
+    bad_ckpt = tmp_path / "bad.pth"
+    torch.save({"model": {"backbone.0.weight": torch.zeros(1)}}, bad_ckpt)
+    fill = dict(cfg=cfg, bad_ckpt=str(bad_ckpt), ckpt=os.path.join(trained[1], "model_final.pth"),
+                data=os.path.join(dataset_root, "VOC2007", "JPEGImages"))
+    argv = [a.format(**fill) for a in argv]
+    main = {"train": train_tool.main, "test": test_tool.main, "demo": demo_tool.main}[tool]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_required_argument_is_an_argparse_error():
+    with pytest.raises(SystemExit) as info:
+        demo_tool.main(["--cfg", "x.yaml"])
+    assert info.value.code == 2

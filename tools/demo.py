@@ -1,0 +1,140 @@
+#!/usr/bin/env python
+"""Run a model on your images: draws the detections (or the top labels) and writes them as JSON.
+
+  python tools/demo.py --cfg FILE [--weights CKPT] --input PATH [PATH ...] [--output DIR] [--score-thresh T]
+
+PATH: an image, a folder (its images, sorted) or a glob ('photos/*.jpg', quote it). --weights defaults to
+OUTPUT_DIR's last checkpoint (a model complete from pretrained weights, e.g. configs/imagenet_mobilenet_v2.yaml,
+needs none). Writes <output>/<image name>.jpg with boxes, class names and scores drawn, and
+<output>/detections.json. Works on CPU. An unreadable image is reported and skipped (exit code 1 at the end).
+Exit codes: 0 done, 1 some images could not be read, 2 bad arguments / config / no images found.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+import os
+import sys
+
+try:
+    import detection  # noqa: F401
+except ImportError:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+logger = logging.getLogger("detection.demo")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from detection.engine.launch import add_config_arguments
+
+    p = argparse.ArgumentParser(prog="demo.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(p)
+    p.add_argument("--weights", default=None, metavar="CKPT", help="checkpoint (default: OUTPUT_DIR's last one)")
+    p.add_argument("--input", nargs="+", required=True, metavar="PATH", help="images, folders or globs")
+    p.add_argument("--output", default=None, metavar="DIR", help="where to write (default: OUTPUT_DIR/demo)")
+    p.add_argument("--score-thresh", type=float, default=0.5, metavar="T",
+                   help="draw and report detections scoring at least T (default 0.5)")
+    return p
+
+
+def expand_inputs(inputs) -> list:
+    """Image files named by `inputs` (files, folders, globs), in order, without duplicates."""
+    from detection.engine.launch import ToolError
+
+    files = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                raise ToolError(f"--input {item}: the folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
+        elif os.path.isfile(item):
+            found = [item]
+        else:
+            found = sorted(f for f in glob.glob(item) if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                raise ToolError(f"--input {item}: no such file or folder, and no image matches it as a glob")
+        files.extend(f for f in found if f not in files)
+    return files
+
+
+def _output_name(path: str, used: set) -> str:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name, k = f"{stem}.jpg", 1
+    while name in used:
+        name, k = f"{stem}_{k}.jpg", k + 1
+    used.add(name)
+    return name
+
+
+def demo(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from detection.data.image_io import ImageReadError, read_image_rgb
+    from detection.engine.checkpoint import write_json
+    from detection.engine.launch import ToolError, find_inference_weights, load_config_from_args, \
+        load_inference_model, setup_run
+    from detection.engine.tasks import get_task
+    from detection.evaluation.evaluator import json_safe
+    from detection.utils.visualize import save_image
+
+    if not 0.0 <= args.score_thresh <= 1.0:
+        raise ToolError(f"--score-thresh {args.score_thresh}: expected a value in [0, 1]")
+    cfg = load_config_from_args(args)
+    files = expand_inputs(args.input)
+    task = get_task(cfg)
+    weights = find_inference_weights(cfg, args.weights, task)
+    output_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "demo")
+    device = setup_run(cfg, None)
+    os.makedirs(output_dir, exist_ok=True)
+    model, names = load_inference_model(task, cfg, weights, device)
+    results, failed, used = [], [], set()
+    for path in tqdm(files, desc="demo", unit="image", disable=len(files) < 3):
+        try:
+            image = read_image_rgb(path)
+        except ImageReadError as exc:
+            logger.error("%s (skipped)", exc)
+            failed.append(path)
+            continue
+        tensor = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0).to(device)
+        output = {k: v.cpu() for k, v in task.predict(cfg, model, [tensor])[0].items()}
+        out_path = os.path.join(output_dir, _output_name(path, used))
+        save_image(out_path, task.draw(cfg, image, output, names, args.score_thresh))
+        entry = {"file": os.path.abspath(path), "output": os.path.abspath(out_path), "height": image.shape[0],
+                 "width": image.shape[1], **task.to_json(output, names, args.score_thresh)}
+        results.append(entry)
+        tqdm.write(f"{path}: {_describe(entry)} -> {out_path}")
+    write_json(os.path.join(output_dir, "detections.json"),
+               json_safe({"config": os.path.abspath(args.cfg), "weights": weights, "score_thresh": args.score_thresh,
+                          "class_names": list(names), "images": results, "unreadable": failed}))
+    print(f"{len(results)} image(s) drawn in {os.path.abspath(output_dir)} (detections.json beside them)")
+    if failed:
+        print(f"{len(failed)} image(s) could not be read: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _describe(entry: dict) -> str:
+    if "detections" in entry:
+        dets = entry["detections"]
+        shown = ", ".join(f"{d['class']} {d['score']:.2f}" for d in dets[:5])
+        return f"{len(dets)} detection(s)" + (f" ({shown}{', ...' if len(dets) > 5 else ''})" if dets else "")
+    if "top" in entry:
+        return ", ".join(f"{t['class']} {t['probability']:.3f}" for t in entry["top"][:5])
+    return ""
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from detection.engine.launch import run_tool
+
+    return run_tool(demo, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

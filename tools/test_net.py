@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Evaluate a trained model on DATA.TEST_SET: the dataset's metrics, saved predictions and plots.
+
+  python tools/test_net.py --cfg FILE --weights CKPT [--set KEY VALUE ...] [--output DIR]
+  python tools/test_net.py --cfg FILE --weights CKPT --set TEST.SCALES '[400,600,800]' TEST.FLIP True  # TTA
+  torchrun --nproc_per_node 8 tools/test_net.py --cfg FILE --weights CKPT      # shards the test set
+
+--weights defaults to OUTPUT_DIR's last checkpoint. Writes into --output (default OUTPUT_DIR/inference):
+metrics.json, predictions.json (every image's outputs: detections or top labels), and the evaluator's files:
+VOC devkit results files comp4_det_<split>_<class>.txt and precision-recall PNGs, or the COCO results JSON
+coco_instances_results.json (classifier: confusion matrix, confidence sheet and CSV).
+Exit codes: 0 done, 2 bad arguments / config / input.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+try:
+    import detection  # noqa: F401
+except ImportError:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+logger = logging.getLogger("detection.test_net")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from detection.engine.launch import add_config_arguments
+
+    p = argparse.ArgumentParser(prog="test_net.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(p)
+    p.add_argument("--weights", default=None, metavar="CKPT",
+                   help="checkpoint to evaluate (default: OUTPUT_DIR's last checkpoint)")
+    p.add_argument("--output", default=None, metavar="DIR", help="results folder (default: OUTPUT_DIR/inference)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _headline(metrics: dict) -> str:
+    parts = [f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)]
+    return ", ".join(parts[:6])
+
+
+def test(args) -> int:
+    from detection.engine.checkpoint import write_json
+    from detection.engine.distributed import is_main_process
+    from detection.engine.inference import inference_on_dataset
+    from detection.engine.launch import find_inference_weights, load_config_from_args, load_inference_model, setup_run
+    from detection.engine.tasks import get_task
+    from detection.evaluation.evaluator import json_safe
+
+    cfg = load_config_from_args(args)
+    task = get_task(cfg)
+    weights = find_inference_weights(cfg, args.weights, task)
+    output_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "inference")
+    device = setup_run(cfg, output_dir, distributed=int(os.environ.get("WORLD_SIZE", "1")) > 1)
+    model, names = load_inference_model(task, cfg, weights, device)
+    loader, dataset = task.build_test_data(cfg)
+    main = is_main_process()
+    evaluator = task.build_evaluator(cfg, dataset, output_dir if main else None)
+    logger.info("evaluating %s on %s (%d images), scales %s%s", weights or "the pretrained model",
+                cfg.DATA.TEST_SET, len(dataset), list(cfg.TEST.SCALES), " + flip" if cfg.TEST.FLIP else "")
+    metrics, predictions = inference_on_dataset(task, cfg, model, loader, dataset, evaluator, device,
+                                                progress=not args.no_progress)
+    if not main:
+        return 0
+    per_image = []
+    for index, output in predictions:
+        record = dataset.records[index]
+        per_image.append({"image_id": record["image_id"], "file": record["path"],
+                          **task.to_json(output, names, score_thresh=0.0)})
+    write_json(os.path.join(output_dir, "predictions.json"), json_safe(per_image))
+    write_json(os.path.join(output_dir, "metrics.json"),
+               json_safe({"weights": weights, "test_set": cfg.DATA.TEST_SET, "images": len(predictions),
+                          "test_scales": list(cfg.TEST.SCALES), "flip": bool(cfg.TEST.FLIP), **metrics}))
+    print(f"{cfg.DATA.TEST_SET}: {_headline(metrics)}\nresults: {os.path.abspath(output_dir)}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from detection.engine.launch import run_tool
+
+    return run_tool(test, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

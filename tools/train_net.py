@@ -1,0 +1,154 @@
+#!/usr/bin/env python
+"""Train a model from a config: Faster R-CNN (VOC / COCO layouts) or the image classifier.
+
+  python tools/train_net.py --cfg configs/quickstart.yaml [--set KEY VALUE ...] [--resume] [--weights CKPT]
+  torchrun --nproc_per_node 8 tools/train_net.py --cfg configs/faster_rcnn_r50_c4_voc0712.yaml   # DDP
+
+Writes into OUTPUT_DIR: config.yaml (the resolved config), log.txt, model_summary.txt, metrics.jsonl,
+model_<iter>.pth every TRAIN.SNAPSHOT_ITERS, model_final.pth, last_checkpoint, model_best.pth (best periodic
+evaluation), tensorboard/ (when installed), and the final evaluation under inference/ (skip with --skip-eval).
+--resume continues from OUTPUT_DIR's last_checkpoint exactly where it stopped (model, optimizer, schedule, RNG and
+data order). Without --resume an OUTPUT_DIR that already holds a run is refused, so nothing is overwritten.
+Exit codes: 0 done, 1 training stopped (non-finite loss), 2 bad arguments / config / input.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+try:
+    import detection  # noqa: F401
+except ImportError:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+logger = logging.getLogger("detection.train_net")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from detection.engine.launch import add_config_arguments
+
+    p = argparse.ArgumentParser(prog="train_net.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(p)
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint")
+    p.add_argument("--weights", default=None, metavar="CKPT",
+                   help="initialise the model from this checkpoint or state dict (fine-tuning; not with --resume)")
+    p.add_argument("--skip-eval", action="store_true", help="no evaluation on DATA.TEST_SET after training")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    return p
+
+
+def _check_output_dir(output_dir: str, resume: bool) -> None:
+    from detection.engine.checkpoint import LAST_CHECKPOINT
+    from detection.engine.launch import ToolError
+
+    pointer = os.path.join(output_dir, LAST_CHECKPOINT)
+    if not resume and os.path.exists(pointer):
+        with open(pointer) as f:
+            last = f.read().strip()
+        raise ToolError(f"OUTPUT_DIR {output_dir} already holds a training run (last checkpoint {last}): pass "
+                        f"--resume to continue it, or choose another OUTPUT_DIR (--set OUTPUT_DIR ...)")
+
+
+def train(args) -> int:
+    import torch
+
+    from detection.config import dump_config
+    from detection.engine.checkpoint import Checkpointer, atomic_write_text, load_model_weights, write_json
+    from detection.engine.distributed import get_world_size, is_main_process, synchronize, weights_match_rank0
+    from detection.engine.inference import inference_on_dataset
+    from detection.engine.launch import ToolError, load_config_from_args, setup_run
+    from detection.engine.optim import build_lr_scheduler, build_optimizer
+    from detection.engine.tasks import get_task
+    from detection.engine.trainer import NonFiniteLossError, Trainer
+    from detection.evaluation.evaluator import json_safe
+
+    cfg = load_config_from_args(args)
+    if args.resume and args.weights:
+        raise ToolError("--resume continues OUTPUT_DIR's own run; --weights starts a new one: pick one")
+    output_dir = cfg.OUTPUT_DIR
+    _check_output_dir(output_dir, args.resume)
+    device = setup_run(cfg, output_dir, distributed=int(os.environ.get("WORLD_SIZE", "1")) > 1)
+    main = is_main_process()
+    task = get_task(cfg)
+    model = task.build_model(cfg).to(device)
+    if args.weights:
+        load_model_weights(model, args.weights)
+        logger.info("initialised the model from %s", args.weights)
+    config_text = dump_config(cfg)
+    summary = task.summary(cfg, model)
+    if main:
+        atomic_write_text(os.path.join(output_dir, "config.yaml"), config_text)
+        atomic_write_text(os.path.join(output_dir, "model_summary.txt"), summary + "\n")
+        logger.info("model summary:\n%s", summary)
+
+    s = cfg.SOLVER
+    optimizer = build_optimizer(model.named_parameters(), s.OPTIMIZER, s.BASE_LR, s.MOMENTUM, s.WEIGHT_DECAY,
+                                s.BIAS_LR_FACTOR, s.WEIGHT_DECAY_BIAS)
+    scheduler = build_lr_scheduler(optimizer, policy=s.LR_POLICY, max_iter=s.MAX_ITER, steps=s.STEPS,
+                                   gamma=s.GAMMA, warmup_iters=s.WARMUP_ITERS, warmup_factor=s.WARMUP_FACTOR)
+    checkpointer = Checkpointer(model, optimizer, scheduler, output_dir, save_to_disk=main, config_text=config_text)
+    start_iter = checkpointer.resume() if args.resume else 0
+    data = task.build_train_data(cfg, model, start_iter=start_iter)
+    checkpointer.extra["class_names"] = list(task.class_names(cfg))
+
+    train_model = model
+    if get_world_size() > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    test_state = {}
+
+    def evaluate(m, out_dir=None):
+        if "loader" not in test_state:
+            test_state["loader"], test_state["dataset"] = task.build_test_data(cfg)
+        loader, dataset = test_state["loader"], test_state["dataset"]
+        evaluator = task.build_evaluator(cfg, dataset, out_dir if main else None)
+        return inference_on_dataset(task, cfg, model, loader, dataset, evaluator, device,
+                                    progress=not args.no_progress)[0]
+
+    trainer = Trainer(train_model, optimizer, scheduler, data, s.MAX_ITER, output_dir, checkpointer, device,
+                      snapshot_iters=cfg.TRAIN.SNAPSHOT_ITERS, log_period=cfg.TRAIN.LOG_PERIOD,
+                      clip_grad_norm=s.CLIP_GRAD_NORM, amp=s.AMP, eval_fn=evaluate,
+                      eval_period=cfg.TEST.EVAL_PERIOD, progress=not args.no_progress,
+                      best_metric=task.best_metric)
+    logger.info("training %s / %s for %d iterations (from %d) on %s x%d; outputs in %s",
+                cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.BACKBONE.NAME, s.MAX_ITER, start_iter, device,
+                get_world_size(), os.path.abspath(output_dir))
+    try:
+        trainer.train(start_iter)
+    except NonFiniteLossError as exc:
+        logger.error("%s", exc)
+        return 1
+    if get_world_size() > 1:
+        if not weights_match_rank0(model):
+            logger.error("model weights differ between processes after training: the DDP run diverged")
+            return 1
+        logger.info("model weights identical on all %d processes", get_world_size())
+    final = os.path.join(output_dir, "model_final.pth")
+    if not args.skip_eval:
+        eval_dir = os.path.join(output_dir, "inference")
+        metrics = evaluate(model, eval_dir)
+        if main:
+            write_json(os.path.join(eval_dir, "metrics.json"), json_safe(metrics))
+            headline = {k: metrics[k] for k in (task.best_metric,) if k in metrics}
+            logger.info("final evaluation on %s: %s (all metrics: %s)", cfg.DATA.TEST_SET, headline,
+                        os.path.join(eval_dir, "metrics.json"))
+    synchronize()
+    if main:
+        print(f"trained model: {os.path.abspath(final)}\noutputs: {os.path.abspath(output_dir)}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from detection.engine.launch import run_tool
+
+    return run_tool(train, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
