@@ -129,6 +129,10 @@ _add("MODEL.ROI_HEADS.SMOOTH_L1_BETA", 1.0, "Smooth-L1 beta of the Fast R-CNN bo
 _add("MODEL.CLS_HEAD.HIDDEN", [256], "Classifier: widths of the dense layers between the pooled features and "
      "the logits; [] = a single linear layer")
 _add("MODEL.CLS_HEAD.DROPOUT", 0.5, "Classifier: dropout probability before each dense layer; 0 = off")
+_add("MODEL.CLS_HEAD.TRAINABLE_STAGES", -1, "Classifier: train only the top N backbone stages (the dense head "
+     "always trains); 0 = whole backbone frozen (feature extraction); -1 = use MODEL.FREEZE_AT instead")
+_add("MODEL.CLS_HEAD.PRETRAINED_LAYER", False, "Classifier: predict with the backbone's own ImageNet final layer "
+     "(1000 torchvision classes, no training) instead of a new dense head")
 
 # ---------------------------------------------------------------------------------------------------------------
 # TRAIN: py-faster-rcnn's training keys (sampling, RPN, proposals)
@@ -216,6 +220,20 @@ _add("DATA.FILTER_EMPTY", True, "Drop training images without trainable boxes (c
      "TRAIN.USE_DIFFICULT, do not count); test sets keep every image")
 _add("DATA.NUM_WORKERS", 2, "DataLoader worker processes; 0 = load in the main process")
 _add("DATA.ASPECT_RATIO_GROUPING", True, "Batch landscape and portrait images separately (less padding)")
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLS: the image classifier (MODEL.META_ARCHITECTURE: classifier)
+# ---------------------------------------------------------------------------------------------------------------
+_add("CLS.IMAGE_SIZE", 224, "Classifier: side of the square input the backbone sees, in pixels")
+_add("CLS.RESIZE", "squash", "Classifier: how an image becomes IMAGE_SIZE x IMAGE_SIZE: 'squash' (resize, aspect not "
+     "kept: Keras target_size) or 'center_crop' (shortest side to IMAGE_SIZE/0.875, centre crop: torchvision)",
+     choices=("squash", "center_crop"))
+_add("CLS.CACHE_FEATURES", True, "Classifier: with the whole backbone frozen and no random augmentation, compute "
+     "its features once, cache them under OUTPUT_DIR/feature_cache and train the head from the cache")
+_add("CLS.ANALYSIS_IMAGES", 8, "Classifier evaluation: images per class in each row of the confidence analysis "
+     "(most confident correct, least confident, most confidently wrong); 0 = no analysis files")
+_add("TEST.TEN_CROP", False, "Classifier: ten-crop test-time augmentation (4 corners + centre, and their mirror "
+     "images, of the image resized to IMAGE_SIZE/0.875; probabilities averaged)")
 
 # ---------------------------------------------------------------------------------------------------------------
 # AUG: training-time augmentation (albumentations), applied before the model's own resize

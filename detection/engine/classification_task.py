@@ -1,0 +1,188 @@
+"""The classifier's Task (MODEL.META_ARCHITECTURE: classifier): data, feature cache, evaluation, demo drawing.
+
+Training data: with the whole backbone frozen, no random augmentation and CLS.CACHE_FEATURES, the backbone's
+features of the training images are computed once into OUTPUT_DIR/feature_cache (memory-mapped, keyed by the
+weights, the image list and the transform) and the batches are lists of 1-D feature tensors (the classifier then
+skips its backbone); otherwise they are images from the image-folder loader. Both orders are the same seeded
+TrainingSampler's, so a head trained either way sees the same batches.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from detection.engine.tasks import TASKS, Task
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ClassificationTask", "feature_cache_decision"]
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def feature_cache_decision(cfg, model: nn.Module) -> Tuple[bool, str]:
+    """(use the feature cache?, why) for this config and (unwrapped) classifier."""
+    from detection.data.classification import has_random_augmentation
+
+    if not cfg.CLS.CACHE_FEATURES:
+        return False, "CLS.CACHE_FEATURES is off"
+    if not getattr(model, "backbone_frozen", False):
+        return False, "part of the backbone trains (MODEL.FREEZE_AT / MODEL.CLS_HEAD.TRAINABLE_STAGES)"
+    if has_random_augmentation(cfg):
+        return False, ("training has random augmentation before the backbone (TRAIN.USE_FLIPPED / AUG.*): "
+                       "features differ at every epoch")
+    return True, "the whole backbone is frozen and there is no random augmentation"
+
+
+@TASKS.register("classifier")
+class ClassificationTask(Task):
+    """Image classifier on the backbone registry (detection/modeling/classifier.py)."""
+
+    best_metric = "accuracy"
+
+    # -- model ----------------------------------------------------------------------------------------------------
+    def build_model(self, cfg) -> nn.Module:
+        from detection.modeling.build import build_model
+
+        return build_model(cfg)
+
+    def needs_weights(self, cfg) -> bool:
+        """False when the configured model is complete without training (MODEL.CLS_HEAD.PRETRAINED_LAYER with
+        ImageNet weights): the demo and the evaluation can run it without --weights."""
+        return not (cfg.MODEL.CLS_HEAD.PRETRAINED_LAYER and cfg.MODEL.BACKBONE.WEIGHTS)
+
+    def summary(self, cfg, model: nn.Module) -> str:
+        from detection.utils.summary import summarize_model
+
+        m = _unwrap(model)
+        s = int(cfg.CLS.IMAGE_SIZE)
+        device = next(m.parameters()).device
+        notes = m.trainable_description() if hasattr(m, "trainable_description") else ""
+        title = f"classifier: {cfg.MODEL.BACKBONE.NAME}, input [B, 3, {s}, {s}], {m.num_classes} classes"
+        return summarize_model(m, ([torch.rand(3, s, s, device=device)],), title=title, notes=notes)
+
+    # -- data -----------------------------------------------------------------------------------------------------
+    def build_train_data(self, cfg, model: nn.Module, start_iter: int = 0):
+        from detection.data.build import _dist_rank_world
+        from detection.data.classification import (build_classification_dataset, build_classification_records,
+                                                   build_classification_train_loader, train_seed)
+
+        m = _unwrap(model)
+        records = build_classification_records(cfg, is_train=True)
+        use_cache, why = feature_cache_decision(cfg, m)
+        if not use_cache:
+            logger.info("feature cache not used: %s", why)
+            dataset = build_classification_dataset(cfg, is_train=True, records=records)
+            return iter(build_classification_train_loader(cfg, dataset, start_iter=start_iter))
+        logger.info("feature cache used: %s", why)
+        rank, world = _dist_rank_world(None, None)
+        cache = self.build_feature_cache(cfg, m, records)
+        from detection.data.feature_cache import cached_batches
+
+        return cached_batches(cache, int(cfg.TRAIN.IMS_PER_BATCH), train_seed(cfg), rank, world, start_iter)
+
+    def build_feature_cache(self, cfg, model: nn.Module, records=None, name: str = "train", progress: bool = True):
+        """The FeatureCache of the training set (computed by rank 0, others wait and read it)."""
+        from detection.data.classification import build_classification_dataset, build_classification_records
+        from detection.data.feature_cache import build_feature_cache, module_fingerprint, records_fingerprint
+        from detection.engine.distributed import is_main_process, synchronize
+
+        m = _unwrap(model)
+        if records is None:
+            records = build_classification_records(cfg, is_train=True)
+        dataset = build_classification_dataset(cfg, is_train=True, records=records, augment=False)
+        key_parts = dict(
+            weights=f"{m.backbone.name}:{module_fingerprint(m.backbone, exclude=('classifier_layer.',))}",
+            images=records_fingerprint(dataset.records),
+            transform=(f"{dataset.describe_transform()}; means={[round(float(v), 6) for v in cfg.PIXEL_MEANS]}; "
+                       f"stds={[round(float(v), 6) for v in cfg.PIXEL_STDS]}"),
+        )
+        root = os.path.join(cfg.OUTPUT_DIR, "feature_cache")
+        batch = max(int(cfg.TRAIN.IMS_PER_BATCH), int(cfg.TEST.IMS_PER_BATCH), 16)
+        args = (root, name, dataset, m, key_parts, batch, int(cfg.DATA.NUM_WORKERS), progress)
+        if is_main_process():
+            cache = build_feature_cache(*args)
+        synchronize()
+        if not is_main_process():
+            cache = build_feature_cache(*args)  # found on disk now
+        return cache
+
+    def build_test_data(self, cfg):
+        from detection.data.classification import build_classification_dataset, build_classification_test_loader
+
+        dataset = build_classification_dataset(cfg, is_train=False)
+        return build_classification_test_loader(cfg, dataset), dataset
+
+    def class_names(self, cfg, dataset=None) -> List[str]:
+        if dataset is not None and getattr(dataset, "class_names", None):
+            return list(dataset.class_names)
+        from detection.modeling.classifier import resolve_classifier_classes
+
+        names = resolve_classifier_classes(cfg)
+        if not names and int(cfg.MODEL.NUM_CLASSES) > 0:
+            names = [f"class_{i}" for i in range(int(cfg.MODEL.NUM_CLASSES))]
+        return names
+
+    def build_evaluator(self, cfg, dataset, output_dir: Optional[str]):
+        from detection.evaluation.classification import ClassificationEvaluator
+
+        return ClassificationEvaluator(self.class_names(cfg, dataset), output_dir,
+                                       analysis_images=int(cfg.CLS.ANALYSIS_IMAGES))
+
+    # -- inference ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, cfg, model: nn.Module, images: List[torch.Tensor]) -> List[Dict[str, torch.Tensor]]:
+        """Eval-mode outputs; with TEST.TEN_CROP, the probabilities of ten crops of each image are averaged."""
+        model.eval()
+        if not cfg.TEST.TEN_CROP:
+            return model(images)
+        from detection.data.classification import ten_crop
+
+        m = _unwrap(model)
+        crops = torch.cat([ten_crop(img, m.image_size, m.resize_mode) for img in images])  # [10B, 3, S, S]
+        outs = model(list(crops.unbind(0)))
+        probs = torch.stack([o["probs"] for o in outs]).view(len(images), 10, -1).mean(dim=1)
+        return m.outputs_from_probs(probs)
+
+    @staticmethod
+    def _top(output: Dict[str, torch.Tensor], k: int) -> List[Tuple[int, float]]:
+        labels = output["labels"][:k].tolist()
+        scores = output["scores"][:k].tolist()
+        return list(zip((int(v) for v in labels), (float(v) for v in scores)))
+
+    @staticmethod
+    def _k(output) -> int:
+        n = int(output["labels"].numel())
+        return 1 if n <= 2 else min(5, n)
+
+    @staticmethod
+    def _name(class_names: Sequence[str], label: int) -> str:
+        return class_names[label] if 0 <= label < len(class_names) else str(label)
+
+    def draw(self, cfg, image_rgb: np.ndarray, output: Dict[str, torch.Tensor], class_names: Sequence[str],
+             score_thresh: float) -> np.ndarray:
+        """The image under a banner of the top label(s) and probabilities (top-1 for two classes, else top-5);
+        lines below ``score_thresh`` are grey."""
+        from detection.utils.visualize import draw_classification
+
+        top = self._top(output, self._k(output))
+        lines = [f"{self._name(class_names, lab)} {p:.3f}" for lab, p in top]
+        colors = [(255, 255, 255) if (j == 0 or p >= score_thresh) else (150, 150, 150)
+                  for j, (_, p) in enumerate(top)]
+        return draw_classification(image_rgb, lines, line_colors=colors)
+
+    def to_json(self, output: Dict[str, torch.Tensor], class_names: Sequence[str], score_thresh: float) -> Dict:
+        """{class, label_id, probability, top: [{class, label_id, probability}]}: the prediction and the top-5
+        (every class when there are fewer), highest first; score_thresh is not applied (the top-1 always shows)."""
+        top = self._top(output, min(5, int(output["labels"].numel())))
+        lab, p = top[0]
+        return {"class": self._name(class_names, lab), "label_id": lab, "probability": round(p, 6),
+                "top": [{"class": self._name(class_names, c), "label_id": c, "probability": round(q, 6)}
+                        for c, q in top]}
