@@ -32,8 +32,9 @@ build: $(EXT_STAMP)
 test: setup
 	$(PY) -m pytest -q
 
+# The detection quick start: synthetic VOC data -> train configs/quickstart.yaml on the CPU -> test -> demo.
 demo: setup
-	$(PY) tools/benchmark_ops.py
+	$(PY) tools/quickstart.py $(if $(FRESH),--fresh,)
 
 bench: setup
 	$(PY) tools/benchmark_ops.py

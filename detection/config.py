@@ -126,6 +126,10 @@ _add("MODEL.CLASS_AGNOSTIC_BBOX_REG", False, "One box regressor shared by all cl
 _add("MODEL.RPN.HIDDEN_CHANNELS", 0, "Channels of the RPN's 3x3 conv; 0 = the trunk's channels (VGG16: 512)")
 _add("MODEL.RPN.SMOOTH_L1_BETA", 1.0 / 9.0, "Smooth-L1 beta of the RPN box loss (py-faster-rcnn sigma=3 -> 1/9)")
 _add("MODEL.ROI_HEADS.SMOOTH_L1_BETA", 1.0, "Smooth-L1 beta of the Fast R-CNN box loss (sigma=1 -> 1)")
+_add("MODEL.ROI_HEADS.BOX_HEAD", "backbone", "Per-RoI head: 'backbone' (its last stage: VGG fc6/fc7, ResNet res5, "
+     "MobileNetV2 features[14:]; C4) or 'mlp' (two new fully connected layers of MLP_DIM on the pooled trunk "
+     "features; much cheaper per RoI)", choices=("backbone", "mlp"))
+_add("MODEL.ROI_HEADS.MLP_DIM", 1024, "Width of the 'mlp' box head's two layers")
 _add("MODEL.CLS_HEAD.HIDDEN", [256], "Classifier: widths of the dense layers between the pooled features and "
      "the logits; [] = a single linear layer")
 _add("MODEL.CLS_HEAD.DROPOUT", 0.5, "Classifier: dropout probability before each dense layer; 0 = off")

@@ -67,8 +67,16 @@ def build_faster_rcnn(cfg) -> FasterRCNN:
         nms_thresh=(tr.RPN_NMS_THRESH, te.RPN_NMS_THRESH), min_size=(tr.RPN_MIN_SIZE, te.RPN_MIN_SIZE),
         allowed_border=tr.RPN_ALLOWED_BORDER, smooth_l1_beta=cfg.MODEL.RPN.SMOOTH_L1_BETA,
         clobber_positives=tr.RPN_CLOBBER_POSITIVES)
+    pooler_size = cfg.POOLING_SIZE or bb.pooler_size
+    if cfg.MODEL.ROI_HEADS.BOX_HEAD == "mlp":
+        from detection.modeling.box_head import MLPBoxHead
+
+        box_head = MLPBoxHead(bb.trunk_channels, pooler_size, cfg.MODEL.ROI_HEADS.MLP_DIM)
+        head_channels = box_head.out_channels
+    else:
+        box_head, head_channels = bb.head, bb.head_channels
     roi_heads = RoIHeads(
-        bb.head, bb.head_channels, resolve_num_classes(cfg), cfg.POOLING_SIZE or bb.pooler_size,
+        box_head, head_channels, resolve_num_classes(cfg), pooler_size,
         spatial_scale=1.0 / cfg.FEAT_STRIDE, pooling_mode=cfg.POOLING_MODE,
         sampling_ratio=cfg.POOLING_SAMPLING_RATIO, aligned=cfg.POOLING_ALIGNED,
         class_agnostic=cfg.MODEL.CLASS_AGNOSTIC_BBOX_REG, batch_size_per_image=tr.BATCH_SIZE,
