@@ -31,3 +31,24 @@ def test_faster_rcnn_with_mlp_head_trains_and_drops_the_backbone_stage():
     model.eval()
     out = model(images)[0]
     assert out["boxes"].shape[1] == 4 and out["boxes"].shape[0] == out["scores"].shape[0]
+
+
+def test_detector_trains_and_predicts_under_autocast():
+    """Mixed precision (the trainer's SOLVER.AMP uses CUDA autocast; CPU bfloat16 exercises the same casts)."""
+    cfg = get_default_config()
+    cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.WEIGHTS = "tiny", ""
+    cfg.DATA.CLASSES = ["a", "b"]
+    cfg.ANCHOR_SCALES = [2, 4]
+    cfg.TEST.SCALES, cfg.TEST.SCORE_THRESH = [128], 0.0
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    images = [torch.rand(3, 128, 160)]
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 60.0, 80.0]]), "labels": torch.tensor([2])}]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(images, targets)
+    assert all(torch.isfinite(v) for v in losses.values()) and float(losses["loss_rpn_cls"]) > 0
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(images)[0]
+    assert out["boxes"].dtype == torch.float32 and out["boxes"].shape[0] > 0

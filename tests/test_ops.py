@@ -591,3 +591,35 @@ def test_cython_nms(thr):
     assert cython_ops.nms(np.zeros((0, 5), np.float32), thr) == []
     with pytest.raises(ValueError):
         cython_ops.nms(dets[:, :4].copy(), thr)
+
+
+@pytest.mark.parametrize("op", ["roi_align", "roi_pool"])
+def test_roi_ops_under_autocast_compute_in_float_and_return_the_feature_dtype(op):
+    """Mixed precision: bfloat16 features with float32 boxes inside autocast, as torchvision allows."""
+    import detection.ops as ours
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 4, 12, 12)
+    boxes = torch.tensor([[0.0, 1.0, 1.5, 9.0, 10.0], [0.0, 0.0, 0.0, 5.0, 7.0]])
+    fn = getattr(ours, op)
+    kwargs = dict(spatial_scale=1.0) if op == "roi_pool" else dict(spatial_scale=1.0, sampling_ratio=2)
+    reference = fn(x.bfloat16().float(), boxes, 3, **kwargs)
+    half = x.bfloat16().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fn(half, boxes, 3, **kwargs)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), reference.bfloat16().float())
+    out.float().sum().backward()
+    assert half.grad is not None and half.grad.dtype == torch.bfloat16
+    with pytest.raises(TypeError, match="dtype"):  # outside autocast a mismatch stays an error
+        fn(x.bfloat16(), boxes, 3, **kwargs)
+
+
+def test_nms_under_autocast_accepts_half_scores():
+    import detection.ops as ours
+
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        keep = ours.nms(boxes, scores.bfloat16(), 0.5)
+    assert keep.tolist() == [0, 2]

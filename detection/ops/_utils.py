@@ -36,3 +36,13 @@ def check_roi_inputs(input: Tensor, rois: Tensor) -> None:
         raise TypeError(f"boxes dtype {rois.dtype} must match input dtype {input.dtype}")
     if rois.device != input.device:
         raise ValueError(f"boxes on {rois.device} but input on {input.device}")
+
+
+def autocast_to_float(*tensors: Tensor) -> Tuple[Tensor, ...]:
+    """Under autocast (mixed precision), the ops run in float32 like torchvision's autocast kernels: half or
+    bfloat16 features and float32 boxes are both cast to float32 (callers cast results back to the feature dtype).
+    Outside autocast the tensors are returned unchanged (mismatched dtypes are then an error)."""
+    t0 = tensors[0]
+    if not torch.is_autocast_enabled(t0.device.type):
+        return tensors
+    return tuple(t.float() if t.is_floating_point() else t for t in tensors)

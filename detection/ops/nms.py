@@ -3,6 +3,7 @@ import torch
 from torch import Tensor
 
 from detection.ops._backend import USE_TORCHVISION
+from detection.ops._utils import autocast_to_float
 
 
 def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
@@ -15,6 +16,7 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         import torchvision
 
         return torchvision.ops.nms(boxes, scores, iou_threshold)
+    boxes, scores = autocast_to_float(boxes, scores)
     return torch.ops.detection.nms(boxes, scores, float(iou_threshold))
 
 

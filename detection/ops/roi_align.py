@@ -5,7 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from detection.ops._backend import USE_TORCHVISION
-from detection.ops._utils import _pair, check_roi_inputs, convert_boxes_to_roi_format
+from detection.ops._utils import _pair, autocast_to_float, check_roi_inputs, convert_boxes_to_roi_format
 
 
 def roi_align(
@@ -21,18 +21,20 @@ def roi_align(
     input: [B, C, H, W]; boxes: [K, 5] (batch_index, x1, y1, x2, y2) or a list of per-image [L, 4] xyxy, in
     image coordinates (multiplied by spatial_scale to reach the feature map). sampling_ratio <= 0 samples
     ceil(roi_size / output_size) points per bin. aligned=True shifts boxes by -0.5 pixel (pixel-centre model).
-    Returns [K, C, output_size[0], output_size[1]].
+    Returns [K, C, output_size[0], output_size[1]]. Under autocast it computes in float32 and returns the
+    input's dtype (torchvision's rule).
     """
     if USE_TORCHVISION:
         import torchvision
 
         return torchvision.ops.roi_align(input, boxes, output_size, spatial_scale, sampling_ratio, aligned)
-    rois = convert_boxes_to_roi_format(boxes)
+    dtype = input.dtype
+    input, rois = autocast_to_float(input, convert_boxes_to_roi_format(boxes))
     check_roi_inputs(input, rois)
     ph, pw = _pair(output_size)
     return torch.ops.detection.roi_align(
         input, rois, float(spatial_scale), ph, pw, int(sampling_ratio), bool(aligned)
-    )
+    ).to(dtype)
 
 
 class RoIAlign(nn.Module):

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from detection.ops._backend import USE_TORCHVISION
-from detection.ops._utils import _pair, check_roi_inputs, convert_boxes_to_roi_format
+from detection.ops._utils import _pair, autocast_to_float, check_roi_inputs, convert_boxes_to_roi_format
 
 
 def roi_pool(
@@ -17,17 +17,19 @@ def roi_pool(
     """Max-pooled features of each box over a quantised grid of bins.
 
     input: [B, C, H, W]; boxes: [K, 5] (batch_index, x1, y1, x2, y2) or a list of per-image [L, 4] xyxy in image
-    coordinates. Returns [K, C, output_size[0], output_size[1]]; empty bins give 0.
+    coordinates. Returns [K, C, output_size[0], output_size[1]]; empty bins give 0. Under autocast it computes in
+    float32 and returns the input's dtype (torchvision's rule).
     """
     if USE_TORCHVISION:
         import torchvision
 
         return torchvision.ops.roi_pool(input, boxes, output_size, spatial_scale)
-    rois = convert_boxes_to_roi_format(boxes)
+    dtype = input.dtype
+    input, rois = autocast_to_float(input, convert_boxes_to_roi_format(boxes))
     check_roi_inputs(input, rois)
     ph, pw = _pair(output_size)
     output, _ = torch.ops.detection.roi_pool(input, rois, float(spatial_scale), ph, pw)
-    return output
+    return output.to(dtype)
 
 
 class RoIPool(nn.Module):
