@@ -189,16 +189,16 @@ _add("TEST.FLIP", False, "Test-time augmentation: also run the flipped image and
 # ---------------------------------------------------------------------------------------------------------------
 # SOLVER
 # ---------------------------------------------------------------------------------------------------------------
-_add("SOLVER.OPTIMIZER", "sgd", "Optimizer: 'sgd' (with momentum) or 'adam' (torch.optim.Adam, WEIGHT_DECAY as L2)",
-     choices=("sgd", "adam"))
+_add("SOLVER.OPTIMIZER", "sgd", "Optimizer: 'sgd' (with momentum), 'adam' (torch.optim.Adam, WEIGHT_DECAY as L2) or "
+     "'adamw' (decoupled weight decay)", choices=("sgd", "adam", "adamw"))
 _add("SOLVER.BASE_LR", 0.001, "Learning rate after warm-up (py-faster-rcnn VGG16: 0.001)")
 _add("SOLVER.MOMENTUM", 0.9, "SGD momentum (Adam: beta1)")
 _add("SOLVER.WEIGHT_DECAY", 0.0005, "L2 weight decay of the weights")
 _add("SOLVER.WEIGHT_DECAY_BIAS", 0.0, "L2 weight decay of biases (py-faster-rcnn: none)")
 _add("SOLVER.BIAS_LR_FACTOR", 2.0, "Learning-rate multiplier of biases (py-faster-rcnn DOUBLE_BIAS: 2)")
 _add("SOLVER.MAX_ITER", 70000, "Training iterations (batches)")
-_add("SOLVER.LR_POLICY", "step", "Schedule after warm-up: 'step' (x GAMMA at each of STEPS) or 'cosine' (to 0)",
-     choices=("step", "cosine"))
+_add("SOLVER.LR_POLICY", "step", "Schedule after warm-up: 'step' (x GAMMA at each of STEPS), 'cosine' (to 0) or "
+     "'constant'", choices=("step", "cosine", "constant"))
 _add("SOLVER.STEPS", (50000,), "Iterations where 'step' multiplies the learning rate by GAMMA")
 _add("SOLVER.GAMMA", 0.1, "Learning-rate factor at each step")
 _add("SOLVER.WARMUP_ITERS", 0, "Linear warm-up iterations; 0 = no warm-up")

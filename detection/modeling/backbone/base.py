@@ -1,7 +1,7 @@
 """The Backbone container, the BACKBONES registry and the shared build steps (load, split, freeze)."""
-
 from __future__ import annotations
 
+import logging
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -164,6 +164,12 @@ def build_backbone_from_config(cfg) -> Backbone:
     """build_backbone from MODEL.BACKBONE.{NAME,WEIGHTS,FROZEN_BN} and MODEL.FREEZE_AT; the ImageNet final
     layer is kept only for MODEL.META_ARCHITECTURE == 'classifier'."""
     m = cfg.MODEL
+    if not m.BACKBONE.WEIGHTS and (m.FREEZE_AT > 0 or m.BACKBONE.FROZEN_BN):
+        logging.getLogger(__name__).warning(
+            "MODEL.BACKBONE.WEIGHTS is '' (random initialisation) but MODEL.FREEZE_AT=%s and "
+            "MODEL.BACKBONE.FROZEN_BN=%s: frozen stages keep their random values and frozen BatchNorm does not "
+            "normalise; for training from scratch set MODEL.FREEZE_AT 0 and MODEL.BACKBONE.FROZEN_BN False",
+            m.FREEZE_AT, m.BACKBONE.FROZEN_BN)
     return build_backbone(
         m.BACKBONE.NAME,
         weights=m.BACKBONE.WEIGHTS,
