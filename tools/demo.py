@@ -94,7 +94,7 @@ def demo(args) -> int:
     os.makedirs(output_dir, exist_ok=True)
     model, names = load_inference_model(task, cfg, weights, device)
     results, failed, used = [], [], set()
-    for path in tqdm(files, desc="demo", unit="image", disable=len(files) < 3):
+    for path in tqdm(files, desc="demo", unit="image", disable=len(files) < 3 or not sys.stderr.isatty()):
         try:
             image = read_image_rgb(path)
         except ImageReadError as exc:

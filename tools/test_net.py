@@ -62,8 +62,10 @@ def test(args) -> int:
     loader, dataset = task.build_test_data(cfg)
     main = is_main_process()
     evaluator = task.build_evaluator(cfg, dataset, output_dir if main else None)
-    logger.info("evaluating %s on %s (%d images), scales %s%s", weights or "the pretrained model",
-                cfg.DATA.TEST_SET, len(dataset), list(cfg.TEST.SCALES), " + flip" if cfg.TEST.FLIP else "")
+    views = (f", test scales {list(cfg.TEST.SCALES)}{' + flip' if cfg.TEST.FLIP else ''}"
+             if cfg.MODEL.META_ARCHITECTURE == "faster_rcnn" else "")
+    logger.info("evaluating %s on %s (%d images)%s", weights or "the pretrained model", cfg.DATA.TEST_SET,
+                len(dataset), views)
     metrics, predictions = inference_on_dataset(task, cfg, model, loader, dataset, evaluator, device,
                                                 progress=not args.no_progress)
     if not main:
@@ -74,9 +76,12 @@ def test(args) -> int:
         per_image.append({"image_id": record["image_id"], "file": record["path"],
                           **task.to_json(output, names, score_thresh=0.0)})
     write_json(os.path.join(output_dir, "predictions.json"), json_safe(per_image))
-    write_json(os.path.join(output_dir, "metrics.json"),
-               json_safe({"weights": weights, "test_set": cfg.DATA.TEST_SET, "images": len(predictions),
-                          "test_scales": list(cfg.TEST.SCALES), "flip": bool(cfg.TEST.FLIP), **metrics}))
+    run = {"weights": weights, "test_set": cfg.DATA.TEST_SET, "images": len(predictions)}
+    if cfg.MODEL.META_ARCHITECTURE == "faster_rcnn":
+        run.update(test_scales=list(cfg.TEST.SCALES), flip=bool(cfg.TEST.FLIP))
+    elif "TEN_CROP" in cfg.TEST:
+        run.update(ten_crop=bool(cfg.TEST.TEN_CROP))
+    write_json(os.path.join(output_dir, "metrics.json"), json_safe({**run, **metrics}))
     print(f"{cfg.DATA.TEST_SET}: {_headline(metrics)}\nresults: {os.path.abspath(output_dir)}")
     return 0
 
