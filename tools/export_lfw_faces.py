@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +45,8 @@ def export_lfw_faces(out: str, val_fraction: float = 0.3, seed: int = 0, force: 
     import numpy as np
     from skimage import data
 
+    from detection.utils.atomic_dir import atomic_directory
+
     if not 0 < val_fraction < 1:
         raise ValueError(f"--val-fraction must be in (0, 1), got {val_fraction}")
     manifest_core = {"source": "skimage.data.lfw_subset", "val_fraction": val_fraction, "seed": seed}
@@ -65,10 +66,8 @@ def export_lfw_faces(out: str, val_fraction: float = 0.3, seed: int = 0, force: 
         raise ValueError(f"lfw_subset() returned {images.shape[0]} images, expected 200")
     u8 = np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8)
     groups = {"faces": np.arange(0, 100), "not_faces": np.arange(100, 200)}
-    tmp = f"{out}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     counts = {"train": {}, "val": {}}
-    try:
+    with atomic_directory(out) as tmp:
         for k, cls in enumerate(CLASSES):
             idx = groups[cls][np.random.default_rng([seed, k]).permutation(100)]
             n_val = int(round(100 * val_fraction))
@@ -83,12 +82,6 @@ def export_lfw_faces(out: str, val_fraction: float = 0.3, seed: int = 0, force: 
         manifest = dict(manifest_core, counts=counts, classes=list(CLASSES))
         with open(os.path.join(tmp, "manifest.json"), "w") as f:
             json.dump(manifest, f, indent=2)
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 

@@ -68,6 +68,7 @@ def split_files(names, val_fraction: float, val_count, per_class, seed: int) -> 
 
 def main(argv=None) -> int:
     from detection.data.records import check_image_header
+    from detection.utils.atomic_dir import atomic_directory
 
     args = parse_args(argv)
     if not os.path.isdir(args.src):
@@ -89,22 +90,14 @@ def main(argv=None) -> int:
         print(f"error: no cat.<n>.jpg / dog.<n>.jpg files in {args.src}", file=sys.stderr)
         return 2
     split = split_files(good, args.val_fraction, args.val, args.per_class, args.seed)
-    tmp = f"{out}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     place = {"copy": shutil.copy2, "hardlink": os.link,
              "symlink": lambda s, d: os.symlink(os.path.abspath(s), d)}[args.link]
-    try:
+    with atomic_directory(out) as tmp:
         for part, classes in split.items():
             for cls, files in classes.items():
                 os.makedirs(os.path.join(tmp, part, cls))
                 for n in files:
                     place(os.path.join(args.src, n), os.path.join(tmp, part, cls, n))
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for part, classes in split.items():
         print(f"{out}/{part}: " + ", ".join(f"{c} {len(f)}" for c, f in classes.items()))
     if ignored:

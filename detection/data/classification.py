@@ -12,7 +12,6 @@ and the same file given to the demo reach the backbone identical.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import List, Optional, Sequence, Tuple
 
@@ -22,11 +21,9 @@ import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader
 
 from detection.data.image_folder import ImageFolderRecords, load_image_folder
-from detection.data.image_io import ImageReadError, read_image_rgb
+from detection.data.image_io import read_record_image
 from detection.data.samplers import InferenceSampler, SkipBatches, TrainingSampler
 from detection.utils.seed import worker_init_fn
-
-logger = logging.getLogger(__name__)
 
 __all__ = [
     "CROP_FRACTION",
@@ -165,16 +162,7 @@ class ClassificationDataset(torch.utils.data.Dataset):
         return f"resize_square(size={self.image_size}, mode={self.resize_mode}); augment={self.augment!r}"
 
     def _read(self, index: int):
-        n = len(self.records)
-        for k in range(n if self.skip_bad_images else 1):
-            i = (index + k) % n
-            try:
-                return i, read_image_rgb(self.records[i]["path"])
-            except ImageReadError as e:
-                if not self.skip_bad_images:
-                    raise
-                logger.warning("%s; skipped (DATA.SKIP_BAD_IMAGES)", e)
-        raise ImageReadError(self.records[index]["path"], "no readable image left in the dataset")
+        return read_record_image(self.records, index, self.skip_bad_images)
 
     def __getitem__(self, index):
         if isinstance(index, tuple):  # (index, seed) from TrainingSampler(sample_seeds=True)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
-from detection.data.image_io import ImageReadError, read_image_rgb
+from detection.data.image_io import read_record_image
 from detection.data.records import trainable_mask
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["DetectionDataset", "aspect_ratio_group_ids"]
 
@@ -63,17 +60,8 @@ class DetectionDataset(torch.utils.data.Dataset):
             self.transform.set_seed(seed)
 
     def _read(self, index: int):
-        n = len(self.records)
-        for k in range(n if self.skip_bad_images else 1):
-            i = (index + k) % n
-            rec = self.records[i]
-            try:
-                return i, rec, read_image_rgb(rec["path"], expected_hw=(rec["height"], rec["width"]))
-            except ImageReadError as e:
-                if not self.skip_bad_images:
-                    raise
-                logger.warning("%s; skipped (DATA.SKIP_BAD_IMAGES)", e)
-        raise ImageReadError(self.records[index]["path"], "no readable image left in the dataset")
+        i, image = read_record_image(self.records, index, self.skip_bad_images, check_size=True)
+        return i, self.records[i], image
 
     def __getitem__(self, index):
         if isinstance(index, tuple):  # (index, seed) from TrainingSampler(sample_seeds=True)

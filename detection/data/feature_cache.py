@@ -33,6 +33,7 @@ from torch.utils.data import BatchSampler, DataLoader
 from tqdm import tqdm
 
 from detection.data.samplers import TrainingSampler
+from detection.utils.atomic_dir import atomic_directory
 
 logger = logging.getLogger(__name__)
 
@@ -146,26 +147,19 @@ def build_feature_cache(root: str, name: str, dataset, model, key_parts: dict, b
         logger.info("feature cache %s: reusing %s", name, folder)
         return FeatureCache(folder, built=False)
     os.makedirs(root, exist_ok=True)
-    tmp = f"{folder}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     t0 = time.perf_counter()
     try:
-        _compute(tmp, dataset, model.extract_features, int(model.feature_dim), batch_size, num_workers, device,
-                 progress, f"caching {name} features")
-        meta = dict(key=key, parts=key_parts, name=name, num_images=len(dataset), feature_dim=int(model.feature_dim),
-                    seconds=round(time.perf_counter() - t0, 3), created=time.strftime("%Y-%m-%d %H:%M:%S"))
-        with open(os.path.join(tmp, "meta.json"), "w") as f:
-            json.dump(meta, f, indent=2)
-        if os.path.isdir(folder):
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_directory(folder) as tmp:
+            _compute(tmp, dataset, model.extract_features, int(model.feature_dim), batch_size, num_workers, device,
+                     progress, f"caching {name} features")
+            meta = dict(key=key, parts=key_parts, name=name, num_images=len(dataset),
+                        feature_dim=int(model.feature_dim), seconds=round(time.perf_counter() - t0, 3),
+                        created=time.strftime("%Y-%m-%d %H:%M:%S"))
+            with open(os.path.join(tmp, "meta.json"), "w") as f:
+                json.dump(meta, f, indent=2)
     finally:
         model.train(was_training)
     for entry in os.listdir(root):  # stale caches of the same name (other weights, images or transform)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from typing import Sequence, Tuple
 
 import cv2
 import numpy as np
 
 from detection.data.records import check_image_header
 
-__all__ = ["ImageReadError", "read_image_rgb"]
+__all__ = ["ImageReadError", "read_image_rgb", "read_record_image"]
+
+logger = logging.getLogger(__name__)
 
 
 class ImageReadError(OSError):
@@ -43,3 +47,25 @@ def read_image_rgb(path: str, expected_hw=None) -> np.ndarray:
         raise ImageReadError(path, f"decoded size {img.shape[0]}x{img.shape[1]} (HxW) differs from the "
                                    f"annotation's {int(expected_hw[0])}x{int(expected_hw[1])}")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def read_record_image(records: Sequence[dict], index: int, skip_bad_images: bool = False,
+                      check_size: bool = False) -> Tuple[int, np.ndarray]:
+    """(index actually read, RGB uint8 [H, W, 3]) of ``records[index]['path']``.
+
+    skip_bad_images: an unreadable image is replaced by the next readable record (wrapping around), with a
+    warning naming the file; otherwise ImageReadError is raised. check_size: the decoded size must equal the
+    record's (height, width).
+    """
+    n = len(records)
+    for k in range(n if skip_bad_images else 1):
+        i = (index + k) % n
+        rec = records[i]
+        try:
+            hw = (rec["height"], rec["width"]) if check_size else None
+            return i, read_image_rgb(rec["path"], expected_hw=hw)
+        except ImageReadError as e:
+            if not skip_bad_images:
+                raise
+            logger.warning("%s; skipped (DATA.SKIP_BAD_IMAGES)", e)
+    raise ImageReadError(records[index]["path"], "no readable image left in the dataset")
