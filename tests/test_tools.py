@@ -234,3 +234,29 @@ def test_missing_required_argument_is_an_argparse_error():
     with pytest.raises(SystemExit) as info:
         demo_tool.main(["--cfg", "x.yaml"])
     assert info.value.code == 2
+
+
+def test_weights_fine_tunes_to_another_class_list(trained, dataset_root, tmp_path):
+    """--weights from a 3-class run into a 4-class model (a class the data does not have yet): the class layers
+    keep their initialisation, the rest is loaded."""
+    cfg, out = trained
+    source = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)["model"]
+    new_cfg = write_cfg(tmp_path / "ft.yaml", dataset_root, tmp_path / "ft")
+    code = train_tool.main(["--cfg", new_cfg, "--no-progress", "--skip-eval", "--weights",
+                            os.path.join(out, "model_final.pth"), "--set", "DATA.CLASSES", "['circle','square','triangle','star']",
+                            "SOLVER.MAX_ITER", "1", "SOLVER.BASE_LR", "0.0"])
+    assert code == 0
+    tuned = torch.load(tmp_path / "ft" / "model_final.pth", weights_only=True)["model"]
+    assert tuned["roi_heads.cls_score.weight"].shape[0] == 5  # 4 classes + background
+    assert torch.equal(tuned["backbone.0.0.weight"], source["backbone.0.0.weight"])  # lr 0: loaded, unchanged
+    log = open(tmp_path / "ft" / "log.txt").read()
+    assert "roi_heads.cls_score.weight" in log and "left at their initialisation" in log
+
+
+def test_weights_of_another_architecture_is_an_error(trained, dataset_root, tmp_path, capsys):
+    cfg, out = trained
+    other = tmp_path / "other.pth"
+    torch.save({"model": {"something.else": torch.zeros(3)}}, other)
+    new_cfg = write_cfg(tmp_path / "ft.yaml", dataset_root, tmp_path / "ft")
+    assert train_tool.main(["--cfg", new_cfg, "--no-progress", "--weights", str(other)]) == 2
+    assert "cannot initialise the model from --weights" in capsys.readouterr().err

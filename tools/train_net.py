@@ -35,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     add_config_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint")
     p.add_argument("--weights", default=None, metavar="CKPT",
-                   help="initialise the model from this checkpoint or state dict (fine-tuning; not with --resume)")
+                   help="initialise the model from this checkpoint or state dict (fine-tuning; tensors of another "
+                        "shape, e.g. the class layers of another dataset, keep their initialisation; not with "
+                        "--resume)")
     p.add_argument("--skip-eval", action="store_true", help="no evaluation on DATA.TEST_SET after training")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     return p
@@ -76,7 +78,10 @@ def train(args) -> int:
     task = get_task(cfg)
     model = task.build_model(cfg).to(device)
     if args.weights:
-        load_model_weights(model, args.weights)
+        try:
+            load_model_weights(model, args.weights, skip_mismatched=True)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise ToolError(f"cannot initialise the model from --weights {args.weights}: {exc}") from exc
         logger.info("initialised the model from %s", args.weights)
     config_text = dump_config(cfg)
     summary = task.summary(cfg, model)

@@ -154,22 +154,31 @@ def load_checkpoint_file(path: str) -> Dict[str, Any]:
         raise RuntimeError(f"cannot read checkpoint {path}: {exc}") from exc
 
 
-def load_model_weights(model: torch.nn.Module, path: str, strict: bool = True) -> Dict[str, Any]:
+def load_model_weights(model: torch.nn.Module, path: str, strict: bool = True,
+                       skip_mismatched: bool = False) -> Dict[str, Any]:
     """Load model weights from a training checkpoint (`{'model': ...}`) or a bare state dict at `path`.
 
     Returns the checkpoint dict (so callers can read its `config` or `extra`). Shape mismatches and, when strict,
-    missing/unexpected keys are errors that name the file and the keys.
+    missing/unexpected keys are errors that name the file and the keys. skip_mismatched (fine-tuning, e.g. to
+    another number of classes): tensors whose shapes differ are left at the model's initialisation, with a
+    warning naming them, and the keys that are then missing are not an error.
     """
     state = load_checkpoint_file(path)
     weights = state["model"] if isinstance(state, dict) and "model" in state else state
     model_state = unwrap_model(model).state_dict()
-    mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(model_state[k].shape)}"
-                  for k, v in weights.items() if k in model_state and v.shape != model_state[k].shape]
-    if mismatched:
+    skipped = {k for k, v in weights.items() if k in model_state and v.shape != model_state[k].shape}
+    mismatched = [f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(model_state[k].shape)}"
+                  for k in sorted(skipped)]
+    if mismatched and not skip_mismatched:
         raise ValueError(f"{path}: shape mismatch for " + "; ".join(mismatched[:10]))
+    if mismatched:
+        logger.warning("%s: %d tensors of another shape left at their initialisation: %s", path, len(mismatched),
+                       "; ".join(mismatched))
+        weights = {k: v for k, v in weights.items() if k not in skipped}
     result = unwrap_model(model).load_state_dict(weights, strict=False)
-    if strict and (result.missing_keys or result.unexpected_keys):
-        raise KeyError(f"{path}: missing keys {result.missing_keys[:10]}, unexpected keys {result.unexpected_keys[:10]}")
+    missing = [k for k in result.missing_keys if k not in skipped]
+    if strict and (missing or result.unexpected_keys):
+        raise KeyError(f"{path}: missing keys {missing[:10]}, unexpected keys {result.unexpected_keys[:10]}")
     return state if isinstance(state, dict) else {"model": state}
 
 
