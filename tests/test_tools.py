@@ -260,3 +260,25 @@ def test_weights_of_another_architecture_is_an_error(trained, dataset_root, tmp_
     new_cfg = write_cfg(tmp_path / "ft.yaml", dataset_root, tmp_path / "ft")
     assert train_tool.main(["--cfg", new_cfg, "--no-progress", "--weights", str(other)]) == 2
     assert "cannot initialise the model from --weights" in capsys.readouterr().err
+
+
+def test_quickstart_script_runs_every_step(tmp_path, capsys):
+    """tools/quickstart.py (what `make demo` runs) end to end with a tiny model: dataset, train, test, demo,
+    contact sheet and the printed summary."""
+    import quickstart
+
+    cfg = tmp_path / "qs.yaml"
+    data = tmp_path / "synthetic"
+    cfg.write_text(f"_BASE_: {os.path.join(ROOT, 'configs', 'quickstart.yaml')}\n"
+                   "MODEL: {BACKBONE: {NAME: tiny, WEIGHTS: ''}, ROI_HEADS: {BOX_HEAD: backbone}}\n"
+                   f"DATA: {{ROOT: '{data}', NUM_WORKERS: 0}}\n"
+                   "SOLVER: {MAX_ITER: 2, STEPS: [1], WARMUP_ITERS: 0}\n"
+                   f"OUTPUT_DIR: '{tmp_path / 'out'}'\n")
+    assert quickstart.main(["--cfg", str(cfg), "--num-demo", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "mAP@0.5 on the 60 held-out test images" in printed and "contact sheet:" in printed
+    sheet = cv2.imread(str(tmp_path / "out" / "demo" / "contact_sheet.jpg"))
+    assert sheet is not None and sheet.shape[1] > 3 * 320
+    assert len(json.load(open(tmp_path / "out" / "demo" / "detections.json"))["images"]) == 3
+    assert quickstart.main(["--cfg", str(cfg), "--num-demo", "1"]) == 0  # a second run reuses data and model
+    assert "from 2" in open(tmp_path / "out" / "log.txt").read()
