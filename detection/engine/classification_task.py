@@ -16,15 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from detection.engine.checkpoint import unwrap_model
 from detection.engine.tasks import TASKS, Task
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ClassificationTask", "feature_cache_decision"]
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
 
 
 def feature_cache_decision(cfg, model: nn.Module) -> Tuple[bool, str]:
@@ -61,7 +58,7 @@ class ClassificationTask(Task):
     def summary(self, cfg, model: nn.Module) -> str:
         from detection.utils.summary import summarize_model
 
-        m = _unwrap(model)
+        m = unwrap_model(model)
         s = int(cfg.CLS.IMAGE_SIZE)
         device = next(m.parameters()).device
         notes = m.trainable_description() if hasattr(m, "trainable_description") else ""
@@ -74,7 +71,7 @@ class ClassificationTask(Task):
         from detection.data.classification import (build_classification_dataset, build_classification_records,
                                                    build_classification_train_loader, train_seed)
 
-        m = _unwrap(model)
+        m = unwrap_model(model)
         records = build_classification_records(cfg, is_train=True)
         use_cache, why = feature_cache_decision(cfg, m)
         if not use_cache:
@@ -94,7 +91,7 @@ class ClassificationTask(Task):
         from detection.data.feature_cache import build_feature_cache, module_fingerprint, records_fingerprint
         from detection.engine.distributed import is_main_process, synchronize
 
-        m = _unwrap(model)
+        m = unwrap_model(model)
         if records is None:
             records = build_classification_records(cfg, is_train=True)
         dataset = build_classification_dataset(cfg, is_train=True, records=records, augment=False)
@@ -145,7 +142,7 @@ class ClassificationTask(Task):
             return model(images)
         from detection.data.classification import ten_crop
 
-        m = _unwrap(model)
+        m = unwrap_model(model)
         crops = torch.cat([ten_crop(img, m.image_size, m.resize_mode) for img in images])  # [10B, 3, S, S]
         outs = model(list(crops.unbind(0)))
         probs = torch.stack([o["probs"] for o in outs]).view(len(images), 10, -1).mean(dim=1)

@@ -4,12 +4,13 @@
 
     task = get_task(cfg)                         # TASKS.get(cfg.MODEL.META_ARCHITECTURE)()
     model = task.build_model(cfg)
-    batches = task.build_train_data(cfg, model)  # endless iterator of (images, targets), this process's share
+    batches = task.build_train_data(cfg, model, start_iter)  # endless (images, targets), this process's share
     loader, dataset = task.build_test_data(cfg)  # finite, in order; targets carry `index` into dataset.records
     evaluator = task.build_evaluator(cfg, dataset, output_dir)
     outputs = task.predict(cfg, model, images)   # eval mode, no grad; test-time augmentation lives here
     picture = task.draw(cfg, image_rgb, output, class_names, score_thresh)
     record = task.to_json(output, class_names, score_thresh)
+    text = task.summary(cfg, model)              # printed and saved as model_summary.txt by train_net
 
 A family registers a subclass: ``@TASKS.register("classifier") class ClassificationTask(Task): ...`` in a module
 listed in `_BUILTIN_TASK_MODULES` (optional modules may be absent).
