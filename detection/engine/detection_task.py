@@ -138,6 +138,19 @@ class DetectionTask(Task):
         heads = net.roi_heads
         return [merge_detections(views, heads.nms_thresh, heads.detections_per_image) for views in per_image]
 
+    def summary(self, cfg, model):
+        """The layer table (detection.utils.summary) of one eval-mode pass on a TEST.SCALES[0]-sized image: each
+        layer's output shape (RoI-head rows are per RoI), parameters and whether it trains, with totals."""
+        from detection.engine.checkpoint import unwrap_model
+        from detection.utils.summary import summarize_model
+
+        net = unwrap_model(model)
+        side = int(cfg.TEST.SCALES[0])
+        device = next(net.parameters()).device
+        title = (f"faster_rcnn: {cfg.MODEL.BACKBONE.NAME} trunk, {cfg.MODEL.ROI_HEADS.BOX_HEAD} box head, "
+                 f"{net.roi_heads.num_classes} classes (incl. background), input [3, {side}, {side}]")
+        return summarize_model(net, ([torch.rand(3, side, side, device=device)],), title=title)
+
     def draw(self, cfg, image_rgb, output, class_names, score_thresh):
         from detection.utils.visualize import draw_detections
 
