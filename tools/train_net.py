@@ -44,13 +44,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check_output_dir(output_dir: str, resume: bool) -> None:
-    from detection.engine.checkpoint import LAST_CHECKPOINT
+    from detection.engine.checkpoint import read_last_checkpoint
     from detection.engine.launch import ToolError
 
-    pointer = os.path.join(output_dir, LAST_CHECKPOINT)
-    if not resume and os.path.exists(pointer):
-        with open(pointer) as f:
-            last = f.read().strip()
+    last = None if resume else read_last_checkpoint(output_dir)
+    if last is not None:
         raise ToolError(f"OUTPUT_DIR {output_dir} already holds a training run (last checkpoint {last}): pass "
                         f"--resume to continue it, or choose another OUTPUT_DIR (--set OUTPUT_DIR ...)")
 
@@ -107,7 +105,7 @@ def train(args) -> int:
 
     test_state = {}
 
-    def evaluate(m, out_dir=None):
+    def evaluate(_trained_model=None, out_dir=None):  # the Trainer passes the (DDP-wrapped) model; use the inner one
         if "loader" not in test_state:
             test_state["loader"], test_state["dataset"] = task.build_test_data(cfg)
         loader, dataset = test_state["loader"], test_state["dataset"]
@@ -136,7 +134,7 @@ def train(args) -> int:
     final = os.path.join(output_dir, "model_final.pth")
     if not args.skip_eval:
         eval_dir = os.path.join(output_dir, "inference")
-        metrics = evaluate(model, eval_dir)
+        metrics = evaluate(out_dir=eval_dir)
         if main:
             write_json(os.path.join(eval_dir, "metrics.json"), json_safe(metrics))
             headline = {k: metrics[k] for k in (task.best_metric,) if k in metrics}

@@ -22,7 +22,7 @@ from torch.utils.data import BatchSampler, DataLoader
 
 from detection.data.image_folder import ImageFolderRecords, load_image_folder
 from detection.data.image_io import read_record_image
-from detection.data.samplers import InferenceSampler, SkipBatches, TrainingSampler
+from detection.data.samplers import InferenceSampler, SkipBatches, TrainingSampler, apply_sample_key
 from detection.utils.seed import worker_init_fn
 
 __all__ = [
@@ -165,10 +165,7 @@ class ClassificationDataset(torch.utils.data.Dataset):
         return read_record_image(self.records, index, self.skip_bad_images)
 
     def __getitem__(self, index):
-        if isinstance(index, tuple):  # (index, seed) from TrainingSampler(sample_seeds=True)
-            index, seed = index
-            self.set_seed(int(seed))
-        index, image = self._read(int(index))
+        index, image = self._read(apply_sample_key(self, index))
         if self.augment is not None:
             image = self.augment(image)
         img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)

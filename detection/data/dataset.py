@@ -9,6 +9,7 @@ import torch
 
 from detection.data.image_io import read_record_image
 from detection.data.records import trainable_mask
+from detection.data.samplers import apply_sample_key
 
 __all__ = ["DetectionDataset", "aspect_ratio_group_ids"]
 
@@ -64,10 +65,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         return i, self.records[i], image
 
     def __getitem__(self, index):
-        if isinstance(index, tuple):  # (index, seed) from TrainingSampler(sample_seeds=True)
-            index, seed = index
-            self.set_seed(int(seed))
-        index, rec, image = self._read(int(index))
+        index, rec, image = self._read(apply_sample_key(self, index))
         keep = trainable_mask(rec, self.use_difficult, self.use_crowd)
         boxes, labels = rec["boxes"][keep], rec["labels"][keep]
         scale = (1.0, 1.0)

@@ -19,7 +19,6 @@ looks complete.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 import os
@@ -32,7 +31,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader
 from tqdm import tqdm
 
-from detection.data.samplers import TrainingSampler
+from detection.data.samplers import SkipBatches, TrainingSampler
 from detection.utils.atomic_dir import atomic_directory
 
 logger = logging.getLogger(__name__)
@@ -179,7 +178,7 @@ def cached_batches(cache: FeatureCache, batch_size: int, seed: int, rank: int = 
     ``start_iter`` batches skipped (a resumed run continues the same sequence)."""
     sampler = TrainingSampler(len(cache), shuffle=True, seed=seed, rank=rank, world_size=world_size)
     labels = torch.from_numpy(cache.labels)
-    batches = itertools.islice(iter(BatchSampler(sampler, int(batch_size), drop_last=True)), int(start_iter), None)
+    batches = SkipBatches(BatchSampler(sampler, int(batch_size), drop_last=True), int(start_iter))
     for idx in batches:
         idx_np = np.asarray(idx, dtype=np.int64)
         feats = torch.from_numpy(np.ascontiguousarray(cache.features[idx_np]))

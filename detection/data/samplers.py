@@ -14,13 +14,22 @@ from torch.utils.data import Sampler
 
 from detection.utils.seed import derive_seed
 
-__all__ = ["TrainingSampler", "InferenceSampler", "GroupedBatchSampler", "SkipBatches", "sample_index"]
+__all__ = ["TrainingSampler", "InferenceSampler", "GroupedBatchSampler", "SkipBatches", "sample_index",
+           "apply_sample_key"]
 
 
 def sample_index(key) -> int:
     """The dataset index of a sampler key: an int, or ``(index, seed)`` from a ``TrainingSampler`` with
     ``sample_seeds=True``."""
     return int(key[0]) if isinstance(key, tuple) else int(key)
+
+
+def apply_sample_key(dataset, key) -> int:
+    """For a dataset's ``__getitem__``: reseed ``dataset`` (its ``set_seed``) when ``key`` is ``(index, seed)``;
+    returns the index."""
+    if isinstance(key, tuple):
+        dataset.set_seed(int(key[1]))
+    return sample_index(key)
 
 
 class TrainingSampler(Sampler):

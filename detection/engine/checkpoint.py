@@ -115,15 +115,7 @@ class Checkpointer:
 
     def last_checkpoint(self) -> Optional[str]:
         """The path `last_checkpoint` points to, or None when there is no pointer."""
-        pointer = os.path.join(self.output_dir, LAST_CHECKPOINT)
-        if not os.path.exists(pointer):
-            return None
-        with open(pointer) as f:
-            name = f.read().strip()
-        path = os.path.join(self.output_dir, name)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{pointer} points to {path}, which does not exist")
-        return path
+        return read_last_checkpoint(self.output_dir)
 
     def resume(self) -> int:
         """Restore the full training state from `last_checkpoint`; returns the iteration to start from (0 if none)."""
@@ -142,6 +134,19 @@ class Checkpointer:
         self.extra.update(state.get("extra") or {})
         logger.info("resumed from %s at iteration %d", path, state["iteration"])
         return int(state["iteration"])
+
+
+def read_last_checkpoint(output_dir: str) -> Optional[str]:
+    """The checkpoint path `<output_dir>/last_checkpoint` names; None without a pointer; FileNotFoundError when
+    the pointer names a missing file."""
+    pointer = os.path.join(output_dir, LAST_CHECKPOINT)
+    if not os.path.exists(pointer):
+        return None
+    with open(pointer) as f:
+        path = os.path.join(output_dir, f.read().strip())
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{pointer} points to {path}, which does not exist")
+    return path
 
 
 def load_checkpoint_file(path: str) -> Dict[str, Any]:

@@ -45,11 +45,6 @@ class ClassificationTask(Task):
     best_metric = "accuracy"
 
     # -- model ----------------------------------------------------------------------------------------------------
-    def build_model(self, cfg) -> nn.Module:
-        from detection.modeling.build import build_model
-
-        return build_model(cfg)
-
     def needs_weights(self, cfg) -> bool:
         """False when the configured model is complete without training (MODEL.CLS_HEAD.PRETRAINED_LAYER with
         ImageNet weights): the demo and the evaluation can run it without --weights."""

@@ -15,6 +15,7 @@ from typing import Dict, List, Sequence
 import torch
 
 from detection.engine.tasks import TASKS, Task
+from detection.evaluation.coco import COCOEvaluator  # pycocotools is imported only when evaluating
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,8 @@ class DetectionTask(Task):
             return VOCEvaluator(root, split, names, use_07_metric=bool(cfg.TEST.VOC_07_METRIC),
                                 output_dir=output_dir, plots=output_dir is not None)
         if meta.get("format") == "coco":
-            return _COCOWithVOC(meta, names, output_dir)
+            return COCOEvaluatorWithMAP(meta["annotation_file"], meta.get("contiguous_to_coco_id"),
+                                        output_dir=output_dir)
         raise ValueError(f"no evaluator for DATA.FORMAT {cfg.DATA.FORMAT!r}")
 
     @torch.no_grad()
@@ -169,21 +171,10 @@ class DetectionTask(Task):
         return {"detections": dets}
 
 
-class _COCOWithVOC:
+class COCOEvaluatorWithMAP(COCOEvaluator):
     """COCOEvaluator whose metrics also carry `mAP` (= COCO AP50, a fraction; -1 when undefined) for
     best-checkpoint picking and the tools' one-line summary."""
 
-    def __init__(self, meta: dict, names: Sequence[str], output_dir):
-        from detection.evaluation.coco import COCOEvaluator
-
-        self.inner = COCOEvaluator(meta["annotation_file"], meta.get("contiguous_to_coco_id"), output_dir=output_dir)
-
-    def reset(self):
-        self.inner.reset()
-
-    def process(self, records, outputs):
-        self.inner.process(records, outputs)
-
     def evaluate(self) -> dict:
-        metrics = self.inner.evaluate()
+        metrics = super().evaluate()
         return {**metrics, "mAP": float(metrics["bbox"]["AP50"])}

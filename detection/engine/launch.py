@@ -83,20 +83,17 @@ def setup_run(cfg, output_dir: Optional[str], distributed: bool = False) -> torc
 def find_inference_weights(cfg, weights: Optional[str], task) -> Optional[str]:
     """The checkpoint to evaluate: --weights, else OUTPUT_DIR's `last_checkpoint`, else None when the task's
     model is complete without training (e.g. an ImageNet classifier); otherwise ToolError saying what to pass."""
-    from detection.engine.checkpoint import LAST_CHECKPOINT
+    from detection.engine.checkpoint import read_last_checkpoint
 
     if weights:
         if not os.path.isfile(weights):
             raise ToolError(f"--weights {weights}: no such file (a checkpoint written by tools/train_net.py, e.g. "
                             f"{os.path.join(cfg.OUTPUT_DIR, 'model_final.pth')})")
         return weights
-    pointer = os.path.join(cfg.OUTPUT_DIR, LAST_CHECKPOINT)
-    if os.path.isfile(pointer):
-        with open(pointer) as f:
-            path = os.path.join(cfg.OUTPUT_DIR, f.read().strip())
-        if os.path.isfile(path):
-            logger.info("no --weights: using %s (OUTPUT_DIR's last checkpoint)", path)
-            return path
+    path = read_last_checkpoint(cfg.OUTPUT_DIR)
+    if path is not None:
+        logger.info("no --weights: using %s (OUTPUT_DIR's last checkpoint)", path)
+        return path
     if not task.needs_weights(cfg):
         return None
     raise ToolError(f"no --weights given and no checkpoint in OUTPUT_DIR {cfg.OUTPUT_DIR}: pass --weights "
