@@ -127,7 +127,7 @@ def test_empty_images_train():
 
 
 def test_mixed_batch_sizes_border_boxes_and_empty():
-    model = make_model(**{"TRAIN.RESIZE_IN_MODEL": False}).train()
+    model = make_model().train()
     images = [torch.rand(3, 128, 192), torch.rand(3, 80, 64), torch.rand(3, 112, 112)]
     targets = [target([[0, 0, 192, 128], [0, 60, 50, 128]], [1, 2]),  # touching every border
                target([], []),
@@ -216,8 +216,7 @@ def test_detections_match_per_image_reference():
 
 
 def test_preprocess_resize_pad_and_map_back():
-    pre = ImagePreprocessor(test_min_size=60, test_max_size=100, train_min_sizes=(60,), train_max_size=100,
-                            resize_in_train=True).eval()
+    pre = ImagePreprocessor(test_min_size=60, test_max_size=100, train_min_sizes=(60,), train_max_size=100).eval()
     images = [torch.rand(3, 30, 40), torch.rand(3, 50, 200)]
     batch = pre(images)
     assert batch.image_sizes.tolist() == [[60, 80], [25, 100]]  # 2x; then max-size capped 0.5x
@@ -232,11 +231,19 @@ def test_preprocess_resize_pad_and_map_back():
     batch = pre(images, [target([[0, 0, 40, 30]], [1]), target([], [])])
     assert batch.gt_boxes.shape == (2, 1, 4) and batch.gt_labels.tolist() == [[1], [0]]
     torch.testing.assert_close(batch.gt_boxes[0, 0], torch.tensor([0.0, 0, 80, 60]))
-    pre.resize_in_train = False  # the data pipeline resized: used as given, its factor kept for the RPN
-    t = target([[0, 0, 40, 30]], [1])
-    batch = pre(images, [dict(t, scale=(1.5, 1.5)), target([], [])])
-    assert batch.image_sizes.tolist() == [[30, 40], [50, 200]] and batch.scales.tolist() == [1.5, 1.0]
-    torch.testing.assert_close(batch.gt_boxes[0, 0], torch.tensor([0.0, 0, 40, 30]))
+    assert batch.scales.tolist() == [2.0, 0.5]  # the factor the RPN's min proposal size is divided by
+
+
+def test_training_resize_draws_every_scale_and_repeats_with_the_seed():
+    pre = ImagePreprocessor(train_min_sizes=(40, 60, 80), train_max_size=1000).train()
+    t = [target([[0, 0, 15, 10]], [1])]
+
+    def shorts(seed):
+        torch.manual_seed(seed)
+        return [int(pre([torch.rand(3, 100, 150)], t).image_sizes.min()) for _ in range(30)]
+
+    assert set(shorts(0)) == {40, 60, 80}
+    assert shorts(1) == shorts(1) and shorts(1) != shorts(2)
 
 
 def test_anchor_assignment_respects_border():

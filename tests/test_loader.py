@@ -55,7 +55,7 @@ def test_dataset_item_contract(devkit):
     assert tgt["labels"].tolist() == [VOC_CLASSES.index("dog") + 1]
     np.testing.assert_array_equal(tgt["boxes"].numpy(), [[10, 5, 40, 30]])
     assert tgt["image_id"] == "000001" and tgt["index"] == 0
-    assert tgt["orig_size"] == (60, 80) and tgt["size"] == (60, 80) and tgt["scale"] == (1.0, 1.0)
+    assert tgt["orig_size"] == (60, 80) and tgt["size"] == (60, 80) and "scale" not in tgt
     _, empty = ds[2]
     assert empty["boxes"].shape == (0, 4) and empty["labels"].shape == (0,)
     assert DetectionDataset(recs.records, use_difficult=True)[0][1]["labels"].shape == (2,)
@@ -66,11 +66,11 @@ def test_dataset_with_transform_and_crowd(tmp_path):
 
     path = write_coco_dataset(tmp_path)
     recs = load_coco(path, os.path.join(tmp_path, "coco", "images"))
-    ds = DetectionDataset(recs.records, make_detection_transform(scales=(120,), max_size=400, hflip_prob=1.0))
+    ds = DetectionDataset(recs.records, make_detection_transform(hflip_prob=1.0))
     img, tgt = ds[0]
-    assert img.shape == (3, 120, 160) and tgt["scale"] == (2.0, 2.0) and tgt["orig_size"] == (60, 80)
+    assert img.shape == (3, 60, 80) and tgt["orig_size"] == (60, 80)  # no resize in the data pipeline
     assert tgt["labels"].tolist() == [1]  # the crowd box is left out
-    np.testing.assert_allclose(tgt["boxes"].numpy(), [[160 - 80, 10, 160 - 20, 60]], atol=1e-3)  # flipped, x2
+    np.testing.assert_allclose(tgt["boxes"].numpy(), [[80 - 40, 5, 80 - 10, 30]], atol=1e-3)  # flipped
     assert DetectionDataset(recs.records, use_crowd=True)[0][1]["labels"].tolist() == [1, 3]
 
 
@@ -157,9 +157,7 @@ def test_train_loader_groups_and_targets(devkit):
         orient = {int(t["orig_size"][1] < t["orig_size"][0]) for t in targets}
         assert len(orient) == 1  # landscape and portrait images are never mixed
         for img, t in zip(images, targets):
-            short, long = min(img.shape[1:]), max(img.shape[1:])
-            assert img.shape[0] == 3 and long <= 120
-            assert short in (40, 56, 72) or long == 120  # a scale, or capped by MAX_SIZE
+            assert img.shape[0] == 3 and tuple(img.shape[1:]) == tuple(t["orig_size"])  # the model resizes
             assert t["boxes"].shape[0] == t["labels"].shape[0] > 0
             assert (t["boxes"][:, 2] <= img.shape[2] + 1e-3).all() and (t["boxes"][:, 3] <= img.shape[1] + 1e-3).all()
 
@@ -207,7 +205,7 @@ def test_test_loader_order_sharding_and_no_resize(devkit):
     seen = []
     for images, targets in loader:
         for img, t in zip(images, targets):
-            assert tuple(img.shape[1:]) == t["orig_size"] and t["scale"] == (1.0, 1.0)
+            assert tuple(img.shape[1:]) == t["orig_size"]
             seen.append(t["index"])
     assert seen == list(range(6))
     ds = loader.dataset

@@ -1,17 +1,11 @@
-"""Albumentations pipelines: boxes keep framing their pixels through crop, resize, flip and jitter."""
+"""Albumentations pipelines: boxes keep framing their pixels through crop, flip and jitter (the model resizes)."""
 
 import cv2
 import numpy as np
 import pytest
 
 from detection.config import get_default_config
-from detection.data.transforms import (
-    DetectionTransform,
-    ShortestSideResize,
-    build_transform,
-    make_detection_transform,
-    resize_scale,
-)
+from detection.data.transforms import build_transform, make_detection_transform
 from fixtures_data import COLOURS, draw_image
 
 # well separated rectangles (>= 12 px apart), one touching the right and bottom border (x2 == W, y2 == H)
@@ -43,12 +37,12 @@ def _match(boxes, comps, tol):
 @pytest.mark.parametrize("jitter", [0.0, 0.3])
 def test_boxes_frame_their_rectangles_safe_crop(jitter):
     img = draw_image(H, W, BOXES)
-    t = make_detection_transform(scales=(90, 150, 240), max_size=300, hflip_prob=0.5, color_jitter=jitter,
+    t = make_detection_transform(hflip_prob=0.5, color_jitter=jitter,
                                  color_jitter_prob=1.0, crop="safe", crop_prob=0.7)
     sizes = set()
     for seed in range(40):
         t.set_seed(seed)
-        out, boxes, keep, scale = t(img, BOXES)
+        out, boxes, keep = t(img, BOXES)
         sizes.add(out.shape[:2])
         assert out.dtype == np.uint8 and boxes.dtype == np.float32
         assert keep.tolist() == [0, 1, 2, 3], f"seed {seed}: the safe crop must keep every box"
@@ -62,17 +56,17 @@ def test_boxes_frame_their_rectangles_safe_crop(jitter):
             for b, k in zip(boxes, keep):
                 cx, cy = int((b[0] + b[2]) / 2), int((b[1] + b[3]) / 2)
                 assert np.abs(out[cy, cx].astype(int) - COLOURS[k]).max() <= 12, f"seed {seed}, box {k}"
-    assert len(sizes) > 3  # several scales and crops were drawn
+    assert len(sizes) > 3  # several crops were drawn
 
 
 def test_boxes_frame_their_rectangles_area_crop():
     img = draw_image(H, W, BOXES)
-    t = make_detection_transform(scales=(100,), max_size=200, hflip_prob=0.5, crop="area", crop_prob=1.0,
+    t = make_detection_transform(hflip_prob=0.5, crop="area", crop_prob=1.0,
                                  crop_area=(0.3, 0.8), min_visibility=0.3)
     dropped = 0
     for seed in range(40):
         t.set_seed(seed)
-        out, boxes, keep, _ = t(img, BOXES)
+        out, boxes, keep = t(img, BOXES)
         dropped += 4 - len(keep)
         comps = _components(out)
         m = _match(boxes, comps, tol=2.0)  # kept boxes are cut to the crop and frame the visible part
@@ -82,37 +76,24 @@ def test_boxes_frame_their_rectangles_area_crop():
     assert dropped > 0  # some boxes fell (mostly) outside a crop and were dropped with their ids
 
 
-def test_resize_semantics_min_of_short_and_long_limits():
-    assert resize_scale(375, 500, 600, 1000) == pytest.approx(1.6)
-    assert resize_scale(100, 1000, 600, 1000) == pytest.approx(1.0)  # longest side capped
-    assert resize_scale(800, 400, 600, None) == pytest.approx(1.5)
-    t = DetectionTransform([ShortestSideResize((600,), 1000)])
-    img = np.zeros((375, 500, 3), np.uint8)
-    out, boxes, keep, scale = t(img, np.array([[0, 0, 500, 375], [10, 20, 30, 40]], np.float32))
-    assert out.shape == (600, 800, 3) and scale == (1.6, 1.6)
-    np.testing.assert_allclose(boxes, [[0, 0, 800, 600], [16, 32, 48, 64]], atol=1e-3)
-    out, _, _, scale = t(np.zeros((100, 1000, 3), np.uint8), np.zeros((0, 4), np.float32))
-    assert out.shape == (100, 1000, 3) and scale == (1.0, 1.0)
-
-
 def test_border_boxes_survive_and_flip_is_continuous():
     t = make_detection_transform(hflip_prob=1.0)
     img = np.zeros((10, 20, 3), np.uint8)
     boxes = np.array([[15, 0, 20, 10], [0, 2, 1, 3]], np.float32)  # x2 == W, y2 == H; a 1-px box at x=0
-    out, nb, keep, _ = t(img, boxes)
+    out, nb, keep = t(img, boxes)
     assert keep.tolist() == [0, 1]
     np.testing.assert_allclose(nb, [[0, 0, 5, 10], [19, 2, 20, 3]], atol=1e-4)  # x -> W - x
 
 
 def test_empty_boxes_pass_through():
-    t = make_detection_transform(scales=(50,), max_size=100, hflip_prob=0.5, color_jitter=0.2, crop="safe")
-    out, boxes, keep, _ = t(np.zeros((30, 40, 3), np.uint8), np.zeros((0, 4), np.float32))
-    assert boxes.shape == (0, 4) and keep.shape == (0,) and min(out.shape[:2]) <= 50
+    t = make_detection_transform(hflip_prob=0.5, color_jitter=0.2, crop="safe")
+    out, boxes, keep = t(np.zeros((30, 40, 3), np.uint8), np.zeros((0, 4), np.float32))
+    assert boxes.shape == (0, 4) and keep.shape == (0,) and out.shape[:2] <= (30, 40)
 
 
 def test_seeded_transform_repeats():
     img = draw_image(H, W, BOXES)
-    kw = dict(scales=(60, 90, 120), max_size=200, hflip_prob=0.5, color_jitter=0.3, crop="area", crop_prob=0.5)
+    kw = dict(hflip_prob=0.5, color_jitter=0.3, crop="area", crop_prob=0.5)
     a, b = make_detection_transform(seed=5, **kw), make_detection_transform(seed=5, **kw)
     ra = [a(img, BOXES) for _ in range(6)]
     rb = [b(img, BOXES) for _ in range(6)]
@@ -123,27 +104,20 @@ def test_seeded_transform_repeats():
     assert np.array_equal(b(img, BOXES)[0], ra[0][0])
 
 
-def test_multi_scale_draws_every_scale():
-    t = make_detection_transform(scales=(40, 60, 80), max_size=1000, seed=0)
-    shorts = {min(t(np.zeros((100, 150, 3), np.uint8), np.zeros((0, 4), np.float32))[0].shape[:2])
-              for _ in range(30)}
-    assert shorts == {40, 60, 80}
-
-
 def test_build_transform_from_config():
     cfg = get_default_config()
     test_t = build_transform(cfg, is_train=False)
-    assert test_t.compose is None  # the model resizes to TEST.SCALES itself
+    assert test_t.compose is None  # the model resizes
     img = np.zeros((20, 30, 3), np.uint8)
     assert test_t(img, np.zeros((0, 4), np.float32))[0] is img
     names = lambda t: [type(x).__name__ for x in t.transforms]  # noqa: E731
-    assert names(build_transform(cfg, True)) == ["ShortestSideResize", "HorizontalFlip"]
+    assert names(build_transform(cfg, True)) == ["HorizontalFlip"]
     cfg.TRAIN.USE_FLIPPED = False
     cfg.AUG.COLOR_JITTER = True
     cfg.AUG.RANDOM_CROP = True
-    assert names(build_transform(cfg, True)) == ["BBoxSafeRandomCrop", "ShortestSideResize", "ColorJitter"]
+    assert names(build_transform(cfg, True)) == ["BBoxSafeRandomCrop", "ColorJitter"]
     cfg.AUG.RANDOM_CROP_MODE = "area"
     t = build_transform(cfg, True)
-    assert names(t)[0] == "RandomAreaCrop" and t.transforms[1].scales == tuple(cfg.TRAIN.SCALES)
+    assert names(t) == ["RandomAreaCrop", "ColorJitter"]
     with pytest.raises(ValueError, match="crop mode"):
         make_detection_transform(crop="zoom")

@@ -1,4 +1,4 @@
-"""Classification data: the square resize shared with the model, augmentation, the dataset and the loaders.
+"""Classification data: augmentation, the dataset and the loaders (the square resize is detection/ops/resize.py).
 
 Training loader: image-folder records -> ``ClassificationDataset`` (read RGB -> optional albumentations
 augmentation on the uint8 image -> float tensor -> ``resize_square`` to CLS.IMAGE_SIZE) -> seeded endless
@@ -17,12 +17,12 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader
 
 from detection.data.image_folder import ImageFolderRecords, load_image_folder
 from detection.data.image_io import read_record_image
 from detection.data.samplers import InferenceSampler, SkipBatches, TrainingSampler, apply_sample_key
+from detection.ops.resize import CROP_FRACTION, resize_square, ten_crop  # noqa: F401  (re-exported)
 from detection.utils.seed import worker_init_fn
 
 __all__ = [
@@ -38,52 +38,6 @@ __all__ = [
     "build_classification_test_loader",
     "has_random_augmentation",
 ]
-
-#: torchvision's ImageNet evaluation: resize the shortest side to S / 0.875 (256 for 224), crop S x S.
-CROP_FRACTION = 0.875
-
-
-def _resize(image: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-    """[C, H, W] or [B, C, H, W] -> the same with H, W = hw (bilinear, antialiased); unchanged if already hw."""
-    if tuple(image.shape[-2:]) == tuple(hw):
-        return image
-    if image.dim() == 3:
-        return F.interpolate(image[None], size=hw, mode="bilinear", align_corners=False, antialias=True)[0]
-    return F.interpolate(image, size=hw, mode="bilinear", align_corners=False, antialias=True)
-
-
-def _shortest_side(image: torch.Tensor, side: int) -> torch.Tensor:
-    h, w = image.shape[-2:]
-    s = side / min(h, w)
-    return _resize(image, (max(side, int(round(h * s))), max(side, int(round(w * s)))))
-
-
-def resize_square(image: torch.Tensor, size: int, mode: str = "squash") -> torch.Tensor:
-    """[3, H, W] (or a batch [B, 3, H, W]) float -> [3, size, size]: ``'squash'`` resizes both sides (aspect
-    not kept, Keras); ``'center_crop'`` resizes the shortest side to round(size / 0.875) and crops the centre (torchvision).
-    Bilinear with antialiasing; an image already size x size is returned as is."""
-    if mode == "squash":
-        return _resize(image, (size, size))
-    if mode != "center_crop":
-        raise ValueError(f"resize mode must be 'squash' or 'center_crop', got {mode!r}")
-    if tuple(image.shape[-2:]) == (size, size):
-        return image
-    image = _shortest_side(image, int(round(size / CROP_FRACTION)))
-    h, w = image.shape[-2:]
-    y0, x0 = (h - size) // 2, (w - size) // 2
-    return image[..., y0:y0 + size, x0:x0 + size]
-
-
-def ten_crop(image: torch.Tensor, size: int, mode: str = "squash") -> torch.Tensor:
-    """[3, H, W] -> [10, 3, size, size]: the four corners and the centre of the image resized to
-    round(size / 0.875) ('squash': both sides; 'center_crop': the shortest side), then their mirror images."""
-    big = int(round(size / CROP_FRACTION))
-    image = _resize(image, (big, big)) if mode == "squash" else _shortest_side(image, big)
-    h, w = image.shape[-2:]
-    corners = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size), ((h - size) // 2, (w - size) // 2)]
-    crops = torch.stack([image[:, y:y + size, x:x + size] for y, x in corners])
-    return torch.cat([crops, crops.flip(-1)])
-
 
 class ClassificationAugment:
     """Random augmentation of a uint8 [H, W, 3] RGB image with albumentations, before the resize: optional random

@@ -25,12 +25,12 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     image: float32 Tensor[3, H, W] RGB in 0..1 (after the transform). target: dict with
       ``boxes`` float32 Tensor[M, 4] xyxy continuous pixels of the returned image, ``labels`` int64 Tensor[M] in
-      1..K, ``image_id`` (the record's), ``index`` (i), ``orig_size`` (h, w) of the file, ``size`` (H, W) returned,
-      ``scale`` (sy, sx) resize factor the transform applied (``size ~= orig_size * scale`` without crops).
+      1..K, ``image_id`` (the record's), ``index`` (i), ``orig_size`` (h, w) of the file, ``size`` (H, W) returned
+      (they differ after a crop; the model does the resizing).
     Images without boxes give ``boxes`` of shape [0, 4].
 
     records: reader records. transform: a ``DetectionTransform``-like callable
-      ``(image, boxes) -> (image, boxes, keep, scale)``; None = identity.
+      ``(image, boxes) -> (image, boxes, keep)``; None = identity.
     use_difficult / use_crowd: keep boxes flagged difficult / iscrowd in the targets (default: leave them out).
     skip_bad_images: an unreadable image is replaced by the next readable record with a warning (training);
       otherwise ImageReadError (naming the file) is raised.
@@ -68,9 +68,8 @@ class DetectionDataset(torch.utils.data.Dataset):
         index, rec, image = self._read(apply_sample_key(self, index))
         keep = trainable_mask(rec, self.use_difficult, self.use_crowd)
         boxes, labels = rec["boxes"][keep], rec["labels"][keep]
-        scale = (1.0, 1.0)
         if self.transform is not None:
-            image, boxes, kept, scale = self.transform(image, boxes)
+            image, boxes, kept = self.transform(image, boxes)
             labels = labels[kept]
         img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
         target = dict(
@@ -80,6 +79,5 @@ class DetectionDataset(torch.utils.data.Dataset):
             index=index,
             orig_size=(int(rec["height"]), int(rec["width"])),
             size=(int(img.shape[1]), int(img.shape[2])),
-            scale=(float(scale[0]), float(scale[1])),
         )
         return img, target

@@ -8,11 +8,10 @@ its index (label field ``box_ids``), so labels, difficult and crowd flags follow
 Training pipeline, in order (each step switchable):
   1. optional random crop: ``'safe'`` keeps every box whole (BBoxSafeRandomCrop), ``'area'`` crops a random
      fraction of the area at the image's aspect ratio and keeps boxes with enough visible area;
-  2. :class:`ShortestSideResize`: shortest side to a size drawn from ``scales``, longest side capped at
-     ``max_size``: ``scale = min(s / min(h, w), max_size / max(h, w))`` (py-faster-rcnn ``prep_im_for_blob``);
-  3. horizontal flip; 4. photometric jitter (ColorJitter).
-Test time: no resize and no augmentation by default - the model resizes to TEST.SCALES itself and returns boxes
-in the original image's size (pass ``scales`` to resize in the loader instead; ``scale`` in the output maps back).
+  2. horizontal flip; 3. photometric jitter (ColorJitter).
+No resize here: the model resizes (TRAIN.SCALES in training, TEST.SCALES at test time) with
+detection/ops/resize.py, so training and test images are resampled by the same function.
+Test time: the identity.
 """
 
 from __future__ import annotations
@@ -24,70 +23,11 @@ from typing import Optional, Sequence, Tuple
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks for updates over the network
 
 import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from albumentations.augmentations.crops.transforms import BaseCrop  # noqa: E402
 from albumentations.core.transforms_interface import BaseTransformInitSchema  # noqa: E402
 
-__all__ = ["ShortestSideResize", "RandomAreaCrop", "DetectionTransform", "make_detection_transform",
-           "build_transform", "resize_scale"]
-
-
-def resize_scale(height: int, width: int, target: int, max_size: Optional[int]) -> float:
-    """The shortest-side resize factor: ``min(target / min(h, w), max_size / max(h, w))`` (no cap if max_size
-    is None or <= 0)."""
-    scale = float(target) / min(height, width)
-    if max_size and max_size > 0:
-        scale = min(scale, float(max_size) / max(height, width))
-    return scale
-
-
-class ShortestSideResize(A.DualTransform):
-    """Resize so the shortest side is ``s`` (drawn uniformly from ``scales`` per image) and the longest side is
-    at most ``max_size``, keeping the aspect ratio: ``scale = min(s / short, max_size / long)``, output size
-    ``round(h * scale) x round(w * scale)``. Boxes (normalised inside albumentations) follow exactly.
-    """
-
-    class InitSchema(BaseTransformInitSchema):
-        scales: Tuple[int, ...]
-        max_size: Optional[int]
-        interpolation: int
-
-    def __init__(self, scales: Sequence[int], max_size: Optional[int] = None,
-                 interpolation: int = cv2.INTER_LINEAR, p: float = 1.0):
-        super().__init__(p=p)
-        self.scales = tuple(int(s) for s in scales)
-        if not self.scales or min(self.scales) <= 0:
-            raise ValueError(f"ShortestSideResize: scales must be positive sizes, got {scales!r}")
-        self.max_size = int(max_size) if max_size else None
-        self.interpolation = interpolation
-
-    def get_params_dependent_on_data(self, params, data):
-        h, w = params["shape"][:2]
-        s = self.scales[self.py_random.randrange(len(self.scales))] if len(self.scales) > 1 else self.scales[0]
-        scale = resize_scale(h, w, s, self.max_size)
-        return {"scale": scale, "new_hw": (max(1, round(h * scale)), max(1, round(w * scale)))}
-
-    def apply(self, img, new_hw=None, **params):
-        if tuple(img.shape[:2]) == tuple(new_hw):
-            return img
-        return cv2.resize(img, (new_hw[1], new_hw[0]), interpolation=self.interpolation)
-
-    def apply_to_mask(self, mask, new_hw=None, **params):
-        return cv2.resize(mask, (new_hw[1], new_hw[0]), interpolation=cv2.INTER_NEAREST)
-
-    def apply_to_bboxes(self, bboxes, **params):
-        return bboxes  # normalised coordinates are invariant to resizing
-
-    def apply_to_keypoints(self, keypoints, new_hw=None, **params):
-        h, w = params["shape"][:2]
-        kp = keypoints.copy()
-        kp[:, 0] *= new_hw[1] / w
-        kp[:, 1] *= new_hw[0] / h
-        return kp
-
-    def get_transform_init_args_names(self):
-        return ("scales", "max_size", "interpolation")
+__all__ = ["RandomAreaCrop", "DetectionTransform", "make_detection_transform", "build_transform"]
 
 
 class RandomAreaCrop(BaseCrop):
@@ -117,14 +57,13 @@ class RandomAreaCrop(BaseCrop):
 
 
 class DetectionTransform:
-    """Callable ``(image uint8 [H,W,3] RGB, boxes float32 [N,4] xyxy) -> (image, boxes [M,4], keep int64 [M],
-    scale (sy, sx))``: ``keep`` indexes the input boxes that survived (gather labels/flags with it); ``scale`` is
-    the resize factor applied (``(1.0, 1.0)`` without resize). An empty pipeline is the identity (no copy).
+    """Callable ``(image uint8 [H,W,3] RGB, boxes float32 [N,4] xyxy) -> (image, boxes [M,4], keep int64 [M])``:
+    ``keep`` indexes the input boxes that survived (gather labels/flags with it). An empty pipeline is the
+    identity (no copy).
     """
 
     def __init__(self, transforms: Sequence, min_visibility: float = 0.0, seed: Optional[int] = None):
         self.transforms = list(transforms)
-        self._resize = next((t for t in self.transforms if isinstance(t, ShortestSideResize)), None)
         self.compose = None
         if self.transforms:
             self.compose = A.Compose(
@@ -144,31 +83,24 @@ class DetectionTransform:
     def __call__(self, image: np.ndarray, boxes: np.ndarray):
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         if self.compose is None:
-            return image, boxes, np.arange(boxes.shape[0], dtype=np.int64), (1.0, 1.0)
-        h0, w0 = image.shape[:2]
+            return image, boxes, np.arange(boxes.shape[0], dtype=np.int64)
         out = self.compose(image=image, bboxes=boxes, box_ids=np.arange(boxes.shape[0], dtype=np.int64))
         img = out["image"]
         new_boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
         keep = np.asarray(out["box_ids"], dtype=np.int64).reshape(-1)
-        scale = (1.0, 1.0)
-        if self._resize is not None and self._resize.params.get("new_hw") is not None:
-            (nh, nw), (sh, sw) = self._resize.params["new_hw"], self._resize.params["shape"][:2]
-            scale = (nh / sh, nw / sw)
         if not img.flags["C_CONTIGUOUS"]:
             img = np.ascontiguousarray(img)
-        return img, new_boxes, keep, scale
+        return img, new_boxes, keep
 
     def __repr__(self):
         return f"DetectionTransform({self.transforms})"
 
 
-def make_detection_transform(scales: Sequence[int] = (), max_size: Optional[int] = None, hflip_prob: float = 0.0,
-                             color_jitter: float = 0.0, color_jitter_prob: float = 0.8, crop: Optional[str] = None,
-                             crop_prob: float = 0.5, crop_area: Tuple[float, float] = (0.3, 1.0),
+def make_detection_transform(hflip_prob: float = 0.0, color_jitter: float = 0.0, color_jitter_prob: float = 0.8,
+                             crop: Optional[str] = None, crop_prob: float = 0.5, crop_area: Tuple[float, float] = (0.3, 1.0),
                              min_visibility: float = 0.0, seed: Optional[int] = None) -> DetectionTransform:
     """Build the pipeline from plain arguments (see the module docstring for the order).
 
-    scales: shortest-side sizes (one drawn per image); () = no resize. max_size: longest-side cap (None = none).
     hflip_prob: probability of a horizontal flip. color_jitter: brightness/contrast/saturation amplitude (hue a
     quarter of it), applied with probability color_jitter_prob; 0 = off. crop: None, 'safe' (keeps all boxes)
     or 'area' (area fraction in crop_area), applied with probability crop_prob. min_visibility: a box cut by a
@@ -181,8 +113,6 @@ def make_detection_transform(scales: Sequence[int] = (), max_size: Optional[int]
         ts.append(RandomAreaCrop(area_range=tuple(crop_area), p=crop_prob))
     elif crop not in (None, "", "none"):
         raise ValueError(f"unknown crop mode {crop!r}; expected None, 'safe' or 'area'")
-    if scales:
-        ts.append(ShortestSideResize(scales, max_size))
     if hflip_prob > 0:
         ts.append(A.HorizontalFlip(p=hflip_prob))
     if color_jitter > 0:
@@ -192,14 +122,12 @@ def make_detection_transform(scales: Sequence[int] = (), max_size: Optional[int]
 
 
 def build_transform(cfg, is_train: bool) -> DetectionTransform:
-    """The training pipeline from TRAIN.SCALES/MAX_SIZE/USE_FLIPPED and AUG.*, or the test one (identity: the model
-    resizes to TEST.SCALES itself). Seeded from RNG_SEED (< 0: unseeded); loader workers reseed it."""
+    """The training pipeline from TRAIN.USE_FLIPPED and AUG.*, or the test one (identity); the model resizes. Seeded from RNG_SEED (< 0: unseeded); loader workers reseed it."""
     seed = int(cfg.RNG_SEED) if int(cfg.RNG_SEED) >= 0 else None
     if not is_train:
         return make_detection_transform(seed=seed)
     aug = cfg.AUG
     return make_detection_transform(
-        scales=tuple(cfg.TRAIN.SCALES), max_size=cfg.TRAIN.MAX_SIZE,
         hflip_prob=float(aug.HFLIP_PROB) if cfg.TRAIN.USE_FLIPPED else 0.0,
         color_jitter=float(aug.COLOR_JITTER_STRENGTH) if aug.COLOR_JITTER else 0.0,
         crop=aug.RANDOM_CROP_MODE if aug.RANDOM_CROP else None, crop_prob=float(aug.RANDOM_CROP_PROB),

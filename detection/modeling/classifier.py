@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detection.data.classification import resize_square
 from detection.modeling.backbone import Backbone, build_backbone
 from detection.modeling.build import META_ARCHITECTURES
+from detection.ops.resize import resize_square
 
 __all__ = ["ImageClassifier", "backbone_units", "build_classifier", "resolve_classifier_classes",
            "imagenet_class_names"]

@@ -86,6 +86,6 @@ def build_faster_rcnn(cfg) -> FasterRCNN:
         detections_per_image=te.DETECTIONS_PER_IMAGE)
     preprocess = ImagePreprocessor(
         cfg.PIXEL_MEANS, cfg.PIXEL_STDS, test_min_size=te.SCALES[0], test_max_size=te.MAX_SIZE,
-        train_min_sizes=tr.SCALES, train_max_size=tr.MAX_SIZE, resize_in_train=tr.RESIZE_IN_MODEL,
-        size_divisibility=cfg.FEAT_STRIDE)
+        train_min_sizes=tr.SCALES, train_max_size=tr.MAX_SIZE, resize_rule=cfg.INPUT.RESIZE_RULE,
+        size_divisibility=int(cfg.INPUT.SIZE_DIVISIBILITY) or cfg.FEAT_STRIDE)
     return FasterRCNN(bb.trunk, rpn, roi_heads, preprocess)

@@ -1,29 +1,28 @@
 """The model's input side: resize, normalise and pad a list of images into one batch; boxes follow.
 
-Like torchvision's GeneralizedRCNNTransform, so the engine hands the model raw RGB images in 0..1:
-- eval: every image is resized so its shortest side is `test_min_size`, capped so its longest side is at
-  most `test_max_size` (py-faster-rcnn's prep_im_for_blob); detections are mapped back to the original size.
-- training: by default (`resize_in_train=False`, config TRAIN.RESIZE_IN_MODEL) the images are used as given:
-  the data pipeline already resized them to TRAIN.SCALES / TRAIN.MAX_SIZE (and may pass its factor as
-  `target["scale"]`, (sy, sx), used for the RPN's min proposal size). With `resize_in_train=True` the shortest
-  side is drawn uniformly from `train_min_sizes` (torch's RNG, so seeded runs repeat), capped at
-  `train_max_size`.
+Like torchvision's GeneralizedRCNNTransform, the engine hands the model raw RGB images in 0..1 and the model is
+the only place that resizes (training and test alike, so both see identically resampled pixels, and an exported
+graph holds the resize too). The size comes from detection/ops/resize.py:
+- eval: the shortest side becomes `test_min_size`, the longest capped at `test_max_size`;
+- training: the shortest side is drawn uniformly from `train_min_sizes` per image (torch's RNG, saved in
+  checkpoints, so a resumed run draws the same sizes), capped at `train_max_size`;
+by `resize_rule` ('py-faster-rcnn' or 'torchvision'). Detections are mapped back to the original size.
 Then (x - pixel_mean) / pixel_std per RGB channel, and zero padding (after normalisation) at the bottom/right
 to a common size that is a multiple of `size_divisibility`.
 """
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from detection.ops.resize import resize_image, resize_scale, resized_size
 
 
 class Batch(NamedTuple):
     """A preprocessed batch of B images.
 
     images: [B, 3, Hp, Wp] normalised, zero-padded. image_sizes: [B, 2] int64 (h, w) after resizing, before
-    padding. original_sizes: [B, 2] int64 (h, w) as given. scales: [B] float resize factor from the original
-    file (the model's, times the data pipeline's `target["scale"]` when given).
+    padding. original_sizes: [B, 2] int64 (h, w) as given. scales: [B] float resize factor from the given image.
     gt_boxes: [B, G, 4] xyxy in resized pixels, gt_labels: [B, G] int64 with 0 = padding (training only).
     """
     images: Tensor
@@ -34,15 +33,6 @@ class Batch(NamedTuple):
     gt_labels: Optional[Tensor] = None
 
 
-def resize_scale(height: int, width: int, min_size: float, max_size: float) -> float:
-    """Factor bringing the shortest side to min_size unless the longest side would exceed max_size."""
-    short, long = min(height, width), max(height, width)
-    scale = min_size / short
-    if max_size > 0 and round(long * scale) > max_size:
-        scale = max_size / long
-    return scale
-
-
 class ImagePreprocessor(nn.Module):
     """list[Tensor[3, H, W] float RGB 0..1] (+ targets) -> Batch; `postprocess` maps detections back.
 
@@ -50,20 +40,21 @@ class ImagePreprocessor(nn.Module):
         pixel_mean, pixel_std: RGB statistics in 0..1 units.
         test_min_size, test_max_size: eval-time resize (TEST.SCALES[0], TEST.MAX_SIZE).
         train_min_sizes, train_max_size: train-time resize choices (TRAIN.SCALES, TRAIN.MAX_SIZE).
-        resize_in_train: resize in training (False: images are already at their training size).
+        resize_rule: 'py-faster-rcnn' or 'torchvision' (detection/ops/resize.py).
         size_divisibility: padded height and width are multiples of this (the trunk's stride).
     """
 
     def __init__(self, pixel_mean: Sequence[float] = (0.485, 0.456, 0.406),
                  pixel_std: Sequence[float] = (0.229, 0.224, 0.225), test_min_size: int = 600,
                  test_max_size: int = 1000, train_min_sizes: Sequence[int] = (600,), train_max_size: int = 1000,
-                 resize_in_train: bool = False, size_divisibility: int = 16):
+                 resize_rule: str = "py-faster-rcnn", size_divisibility: int = 16):
         super().__init__()
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1), False)
         self.test_min_size, self.test_max_size = test_min_size, test_max_size
         self.train_min_sizes, self.train_max_size = tuple(train_min_sizes), train_max_size
-        self.resize_in_train = resize_in_train
+        resize_scale(1, 1, 1, 1, resize_rule)  # validates the rule
+        self.resize_rule = resize_rule
         self.size_divisibility = size_divisibility
 
     def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None) -> Batch:
@@ -77,16 +68,10 @@ class ImagePreprocessor(nn.Module):
             img = img.to(device=device, dtype=torch.float32)
             h, w = img.shape[-2:]
             scale = self._scale(h, w)
-            if scale != 1.0:
-                nh, nw = max(int(round(h * scale)), 1), max(int(round(w * scale)), 1)
-                img = F.interpolate(img[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
-            else:
-                nh, nw = h, w
-            resized.append(img)
+            nh, nw = resized_size(h, w, scale, self.resize_rule)
+            resized.append(resize_image(img, (nh, nw)))
             sizes.append((nh, nw))
             orig.append((h, w))
-            if targets is not None and "scale" in targets[i]:  # the data pipeline's own resize factor (sy, sx)
-                scale *= float(torch.as_tensor(targets[i]["scale"], dtype=torch.float64).mean())
             scales.append(scale)
             if targets is not None:
                 factor = torch.tensor([nw / w, nh / h, nw / w, nh / h], device=device)
@@ -101,11 +86,9 @@ class ImagePreprocessor(nn.Module):
 
     def _scale(self, h: int, w: int) -> float:
         if not self.training:
-            return resize_scale(h, w, self.test_min_size, self.test_max_size)
-        if not self.resize_in_train:
-            return 1.0
+            return resize_scale(h, w, self.test_min_size, self.test_max_size, self.resize_rule)
         pick = int(torch.randint(len(self.train_min_sizes), ())) if len(self.train_min_sizes) > 1 else 0
-        return resize_scale(h, w, self.train_min_sizes[pick], self.train_max_size)
+        return resize_scale(h, w, self.train_min_sizes[pick], self.train_max_size, self.resize_rule)
 
     def _pad_and_normalise(self, images: List[Tensor], sizes) -> Tensor:
         d = self.size_divisibility
@@ -144,5 +127,5 @@ class ImagePreprocessor(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"test=({self.test_min_size}, {self.test_max_size}), train=({self.train_min_sizes}, "
-                f"{self.train_max_size}), resize_in_train={self.resize_in_train}, "
+                f"{self.train_max_size}), resize_rule={self.resize_rule!r}, "
                 f"size_divisibility={self.size_divisibility}")

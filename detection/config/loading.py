@@ -1,0 +1,284 @@
+"""Loading, merging, validating and dumping configs over the defaults of detection/config/defaults.py.
+
+Strictness: an unknown key raises ``ConfigError`` naming the key, the file and the closest valid keys; a value
+of the wrong type raises ``ConfigError`` naming the key, the file, the expected type and the value. Ints are
+accepted for floats, lists for tuples (and the other way round), ``None`` only where the default is ``None``.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import os
+import re
+from typing import Optional, Sequence
+
+from easydict import EasyDict
+
+from detection.config import defaults as _defaults  # noqa: F401  (defines every key)
+from detection.config.spec import DEFAULTS as _C
+from detection.config.spec import SPECS as _SPECS
+from detection.config.spec import ConfigError
+
+
+def _to_plain(x):
+    """EasyDict/dict -> dict, tuple -> list, recursively (what YAML can hold)."""
+    if isinstance(x, dict):
+        return {k: _to_plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_to_plain(v) for v in x]
+    return x
+
+
+def _copy(x):
+    if isinstance(x, dict):
+        return EasyDict({k: _copy(v) for k, v in x.items()})
+    if isinstance(x, (list, tuple)):
+        return type(x)(_copy(v) for v in x)
+    return x
+
+
+def get_default_config() -> EasyDict:
+    """A deep copy of every key's default."""
+    return _copy(_C)
+
+
+def config_keys() -> list:
+    """Every key as a KeySpec(key, default, comment, choices, pattern), in definition order."""
+    return list(_SPECS.values())
+
+
+def _suggest(dotted: str) -> list:
+    """Closest valid keys: by leaf name in the same section, by full dotted name, same leaf elsewhere."""
+    *parents, leaf = dotted.split(".")
+    section = ".".join(parents)
+    keys = list(_SPECS)
+    out = []
+    same_section = {k.split(".")[-1]: k for k in keys if ".".join(k.split(".")[:-1]) == section}
+    out += [same_section[m] for m in difflib.get_close_matches(leaf, list(same_section), n=3, cutoff=0.6)]
+    out += difflib.get_close_matches(dotted, keys, n=3, cutoff=0.6)
+    out += [k for k in keys if k.split(".")[-1] == leaf]
+    # also a section name that is itself close (e.g. "TRIAN" -> "TRAIN.*")
+    seen, result = set(), []
+    for k in out:
+        if k not in seen:
+            seen.add(k)
+            result.append(k)
+    return result[:5]
+
+
+def _type_name(default) -> str:
+    if default is None:
+        return "any"
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, (list, tuple)):
+        elem = _elem_type(default)
+        return f"list of {elem.__name__}" if elem else "list"
+    if isinstance(default, float):
+        return "float (or int)"
+    return type(default).__name__
+
+
+def _elem_type(seq):
+    types = {float if type(v) is int and any(type(w) is float for w in seq) else type(v) for v in seq}
+    if len(types) == 1:
+        return types.pop()
+    return None
+
+
+def _coerce_scalar(value, default, where):
+    """Check one scalar against the default's type; return the (possibly converted) value or raise."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    else:
+        if isinstance(value, type(default)):
+            return value
+    raise where(f"expected {_type_name(default)}, got {value!r} ({type(value).__name__})")
+
+
+def _check_value(key: str, value, default, source: str):
+    def where(msg):
+        return ConfigError(f"config key {key} in {source}: {msg}")
+
+    if default is None:
+        return value
+    if value is None:
+        raise where(f"expected {_type_name(default)}, got None (None is allowed only where the default is None)")
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            raise where(f"expected {_type_name(default)}, got {value!r} ({type(value).__name__})")
+        elem = _elem_type(default)
+        if elem is not None:
+            proto = elem()
+            try:
+                value = [_coerce_scalar(v, proto, where) for v in value]
+            except ConfigError as e:
+                raise where(f"expected {_type_name(default)}, got {value!r}") from e
+        return type(default)(value)
+    value = _coerce_scalar(value, default, where)
+    spec = _SPECS.get(key)
+    if spec is not None and spec.choices is not None and value not in spec.choices:
+        raise where(f"expected one of {list(spec.choices)}, got {value!r}")
+    if spec is not None and spec.pattern is not None and not re.fullmatch(spec.pattern, value):
+        raise where(f"expected a value matching {spec.pattern!r}, got {value!r}")
+    return value
+
+
+def _unknown(key: str, source: str) -> ConfigError:
+    sugg = _suggest(key)
+    hint = f"; did you mean {', '.join(sugg)}?" if sugg else ""
+    return ConfigError(f"unknown config key {key} in {source}{hint} (all keys: docs/config.md)")
+
+
+def _set_key(cfg, dotted: str, value, source: str):
+    """Set one dotted key (which must exist in the defaults) after checking the value's type."""
+    node, default_node = cfg, _C
+    *parents, leaf = dotted.split(".")
+    for i, p in enumerate(parents):
+        if not isinstance(default_node, dict) or p not in default_node:
+            raise _unknown(dotted, source)
+        if not isinstance(default_node[p], dict):
+            raise _unknown(dotted, source)
+        default_node, node = default_node[p], node[p]
+    if leaf not in default_node:
+        raise _unknown(dotted, source)
+    default = default_node[leaf]
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {dotted} in {source}: is a section; expected a mapping, got {value!r}")
+        for k, v in value.items():
+            _set_key(cfg, f"{dotted}.{k}", v, source)
+        return
+    node[leaf] = _copy(_check_value(dotted, value, default, source))
+
+
+def merge_from_dict(cfg: EasyDict, d: dict, source: str = "<dict>") -> EasyDict:
+    """Merge a nested mapping (keys may also be dotted, "TRAIN.SCALES") into cfg, strictly; returns cfg."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(d).__name__}")
+    for k, v in d.items():
+        if not isinstance(k, str):
+            raise ConfigError(f"config key {k!r} in {source}: keys must be strings")
+        _set_key(cfg, k, v, source)
+    return cfg
+
+
+def _parse_override(key: str, raw):
+    if not isinstance(raw, str):
+        return raw
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return raw
+    spec = _SPECS.get(key)
+    if spec is not None and isinstance(spec.default, str) and not isinstance(value, str):
+        return raw  # e.g. --set DATA.TEST_SET 2007 keeps the string "2007"
+    return value
+
+
+def merge_from_list(cfg: EasyDict, overrides: Sequence, source: str = "--set") -> EasyDict:
+    """Apply a flat [KEY, VALUE, KEY, VALUE, ...] list (values parsed with ast.literal_eval, else raw strings)."""
+    overrides = list(overrides)
+    if len(overrides) % 2:
+        raise ConfigError(f"{source}: expected KEY VALUE pairs, got an odd number of items: {overrides}")
+    for key, raw in zip(overrides[0::2], overrides[1::2]):
+        _set_key(cfg, key, _parse_override(key, raw), source)
+    return cfg
+
+
+def _read_yaml(path: str) -> dict:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot parse config file {path}: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _merge_file(cfg: EasyDict, path: str, stack: tuple) -> None:
+    real = os.path.realpath(path)
+    if real in stack:
+        chain = " -> ".join(list(stack) + [real])
+        raise ConfigError(f"_BASE_ cycle: {chain}")
+    data = _read_yaml(path)
+    bases = data.pop("_BASE_", None)
+    if bases is not None:
+        if isinstance(bases, str):
+            bases = [bases]
+        if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+            raise ConfigError(f"_BASE_ in {path}: expected a path or a list of paths, got {bases!r}")
+        for b in bases:
+            bpath = b if os.path.isabs(b) else os.path.join(os.path.dirname(path), b)
+            if not os.path.exists(bpath):
+                raise ConfigError(f"_BASE_ file {b!r} of {path} not found (looked at {bpath})")
+            _merge_file(cfg, bpath, stack + (real,))
+    merge_from_dict(cfg, data, source=path)
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[Sequence] = None) -> EasyDict:
+    """Defaults, then the YAML file at ``path`` (after its ``_BASE_`` files, recursively), then ``overrides``.
+
+    path: a YAML file of overrides; ``_BASE_: other.yaml`` (or a list) inherits, relative to the including file.
+    overrides: flat list [KEY, VALUE, ...] as from ``--set``; values are ``ast.literal_eval``-ed when possible.
+    Raises ConfigError on unknown keys, wrong types, bad choices, missing files or _BASE_ cycles.
+    """
+    cfg = get_default_config()
+    if path:
+        _merge_file(cfg, str(path), ())
+    if overrides:
+        merge_from_list(cfg, overrides)
+    return cfg
+
+
+def dump_config(cfg: EasyDict) -> str:
+    """The whole config as YAML (tuples as lists); ``load_config`` of it gives an identical config."""
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    _Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+    return yaml.dump(_to_plain(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
+
+
+def resolve_num_classes(cfg: EasyDict) -> int:
+    """MODEL.NUM_CLASSES, or when 0: len(DATA.CLASSES) (+1 background for faster_rcnn)."""
+    n = int(cfg.MODEL.NUM_CLASSES)
+    if n > 0:
+        return n
+    k = len(cfg.DATA.CLASSES)
+    if k == 0:
+        raise ConfigError("MODEL.NUM_CLASSES is 0 and DATA.CLASSES is empty: take the classes from the dataset "
+                          "first (set DATA.CLASSES) or set MODEL.NUM_CLASSES")
+    return k + 1 if cfg.MODEL.META_ARCHITECTURE == "faster_rcnn" else k
+
+
+def _self_check():
+    for key, spec in _SPECS.items():
+        _check_value(key, spec.default, spec.default, "detection/config/defaults.py")
+
+
+_self_check()
