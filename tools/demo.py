@@ -6,7 +6,9 @@
 PATH: an image, a folder (its images, sorted) or a glob ('photos/*.jpg', quote it). --weights defaults to
 OUTPUT_DIR's last checkpoint (a model complete from pretrained weights, e.g. configs/imagenet_mobilenet_v2.yaml,
 needs none). Writes <output>/<image name>.jpg with boxes, class names and scores drawn, and
-<output>/detections.json. Works on CPU. An unreadable image is reported and skipped (exit code 1 at the end).
+<output>/detections.json. Works on CPU; --fast folds BatchNorm into the convolutions (detection/export/fast.py). The images go through
+detection.api.Predictor (what `detection.load` returns). An unreadable image is reported and skipped (exit code
+1 at the end).
 Exit codes: 0 done, 1 some images could not be read, 2 bad arguments / config / no images found.
 """
 from __future__ import annotations
@@ -39,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, metavar="DIR", help="where to write (default: OUTPUT_DIR/demo)")
     p.add_argument("--score-thresh", type=float, default=0.5, metavar="T",
                    help="draw and report detections scoring at least T (default 0.5)")
+    p.add_argument("--fast", action="store_true", help="fold BatchNorm, channels_last, inference_mode")
     return p
 
 
@@ -72,13 +75,12 @@ def _output_name(path: str, used: set) -> str:
 
 
 def demo(args) -> int:
-    import torch
     from tqdm import tqdm
 
-    from detection.data.image_io import ImageReadError, read_image_rgb
+    from detection.api import Predictor
+    from detection.data.image_io import ImageReadError
     from detection.engine.checkpoint import write_json
-    from detection.engine.launch import ToolError, find_inference_weights, load_config_from_args, \
-        load_inference_model, setup_run
+    from detection.engine.launch import ToolError, find_inference_weights, load_config_from_args, setup_run
     from detection.engine.tasks import get_task
     from detection.evaluation.evaluator import json_safe
     from detection.utils.visualize import save_image
@@ -92,21 +94,20 @@ def demo(args) -> int:
     output_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "demo")
     device = setup_run(cfg, None)
     os.makedirs(output_dir, exist_ok=True)
-    model, names = load_inference_model(task, cfg, weights, device)
+    predictor = Predictor.from_config(cfg, weights, device, fast=args.fast)
+    names = predictor.class_names
     results, failed, used = [], [], set()
     for path in tqdm(files, desc="demo", unit="image", disable=len(files) < 3 or not sys.stderr.isatty()):
         try:
-            image = read_image_rgb(path)
+            result = predictor(path)
         except ImageReadError as exc:
             logger.error("%s (skipped)", exc)
             failed.append(path)
             continue
-        tensor = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0).to(device)
-        output = {k: v.cpu() for k, v in task.predict(cfg, model, [tensor])[0].items()}
         out_path = os.path.join(output_dir, _output_name(path, used))
-        save_image(out_path, task.draw(cfg, image, output, names, args.score_thresh))
-        entry = {"file": os.path.abspath(path), "output": os.path.abspath(out_path), "height": image.shape[0],
-                 "width": image.shape[1], **task.to_json(output, names, args.score_thresh)}
+        save_image(out_path, result.draw(args.score_thresh))
+        entry = {"file": os.path.abspath(path), "output": os.path.abspath(out_path),
+                 **result.to_dict(args.score_thresh)}
         results.append(entry)
         tqdm.write(f"{path}: {_describe(entry)} -> {out_path}")
     write_json(os.path.join(output_dir, "detections.json"),
