@@ -5,7 +5,8 @@
   python tools/test_net.py --cfg FILE --weights CKPT --set TEST.SCALES '[400,600,800]' TEST.FLIP True  # TTA
   torchrun --nproc_per_node 8 tools/test_net.py --cfg FILE --weights CKPT      # shards the test set
 
---weights defaults to OUTPUT_DIR's last checkpoint. Writes into --output (default OUTPUT_DIR/inference):
+--weights defaults to OUTPUT_DIR's last checkpoint; --fast runs the fast inference path (detection/export/fast.py:
+BatchNorm folded into the convolutions, same detections). Writes into --output (default OUTPUT_DIR/inference):
 metrics.json, predictions.json (every image's outputs: detections or top labels), and the evaluator's files:
 VOC devkit results files comp4_det_<split>_<class>.txt and precision-recall PNGs, or the COCO results JSON
 coco_instances_results.json (classifier: confusion matrix, confidence sheet and CSV).
@@ -37,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="checkpoint to evaluate (default: OUTPUT_DIR's last checkpoint)")
     p.add_argument("--output", default=None, metavar="DIR", help="results folder (default: OUTPUT_DIR/inference)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--fast", action="store_true",
+                   help="fold BatchNorm into the convolutions, channels_last, inference_mode (same detections)")
     return p
 
 
@@ -46,6 +49,10 @@ def _headline(metrics: dict) -> str:
 
 
 def test(args) -> int:
+    import contextlib
+
+    import torch
+
     from detection.engine.checkpoint import write_json
     from detection.engine.distributed import is_main_process
     from detection.engine.inference import inference_on_dataset
@@ -59,6 +66,10 @@ def test(args) -> int:
     output_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "inference")
     device = setup_run(cfg, output_dir, distributed=int(os.environ.get("WORLD_SIZE", "1")) > 1)
     model, names = load_inference_model(task, cfg, weights, device)
+    if args.fast:
+        from detection.export.fast import optimize_for_inference
+
+        model = optimize_for_inference(model, device)
     loader, dataset = task.build_test_data(cfg)
     main = is_main_process()
     evaluator = task.build_evaluator(cfg, dataset, output_dir if main else None)
@@ -66,8 +77,9 @@ def test(args) -> int:
              if cfg.MODEL.META_ARCHITECTURE == "faster_rcnn" else "")
     logger.info("evaluating %s on %s (%d images)%s", weights or "the pretrained model", cfg.DATA.TEST_SET,
                 len(dataset), views)
-    metrics, predictions = inference_on_dataset(task, cfg, model, loader, dataset, evaluator, device,
-                                                progress=not args.no_progress)
+    with torch.inference_mode() if args.fast else contextlib.nullcontext():
+        metrics, predictions = inference_on_dataset(task, cfg, model, loader, dataset, evaluator, device,
+                                                    progress=not args.no_progress)
     if not main:
         return 0
     per_image = []

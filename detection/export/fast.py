@@ -1,0 +1,54 @@
+"""The fast inference path: `detection.load(..., fast=True)`, `test_net.py --fast`, `demo.py --fast`.
+
+    model = optimize_for_inference(model)          # eval mode, BatchNorm folded, channels_last where it helps
+    with torch.inference_mode():
+        outputs = model(images)                    # the eager model's detections (float32 rounding apart)
+
+Folding (fold_bn.py) removes one memory pass per BatchNorm. channels_last (NHWC) lets oneDNN / cuDNN pick
+their faster convolution kernels; `channels_last=None` chooses it by device: on CUDA always, on the CPU only
+when the model is mostly dense convolutions (ResNet, VGG: measured faster; MobileNetV2's depthwise convolutions
+measured slower, docs/benchmarks.md). The model must not be trained afterwards.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import torch
+from torch import nn
+
+from detection.export.fold_bn import fold_batchnorm
+
+__all__ = ["optimize_for_inference", "prefers_channels_last"]
+
+logger = logging.getLogger(__name__)
+
+
+def prefers_channels_last(model: nn.Module, device: torch.device) -> bool:
+    """The device rule: CUDA yes; CPU when depthwise convolutions hold under a tenth of the conv weights."""
+    if torch.device(device).type == "cuda":
+        return True
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        return False
+    depthwise = sum(m.weight.numel() for m in convs if m.groups > 1 and m.groups == m.in_channels)
+    return depthwise * 10 < sum(m.weight.numel() for m in convs)
+
+
+def optimize_for_inference(model: nn.Module, device: Optional[torch.device] = None,
+                           channels_last: Optional[bool] = None) -> nn.Module:
+    """Eval mode, every frozen / eval BatchNorm folded into its conv, no gradients, and (by `channels_last`,
+    None = prefers_channels_last) NHWC weights. In place; returns the model."""
+    model.eval()
+    model.requires_grad_(False)
+    n = fold_batchnorm(model)
+    if device is None:
+        device = next(model.parameters()).device
+    use_cl = prefers_channels_last(model, device) if channels_last is None else bool(channels_last)
+    if use_cl:
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                m.to(memory_format=torch.channels_last)
+    logger.info("fast inference: %d BatchNorm(s) folded, channels_last %s", n, "on" if use_cl else "off")
+    model._fast_inference = {"folded": n, "channels_last": use_cl}
+    return model

@@ -1,0 +1,256 @@
+"""Single-image inference modules that trace: what ONNX and torch.export record.
+
+    net = DetectorExport(model)          # model: an eval-mode FasterRCNN
+    boxes, scores, labels = net(image)   # image [3, H, W] float RGB 0..1 -> [N, 4] xyxy (input pixels), [N], [N]
+    net = ClassifierExport(model)        # model: an ImageClassifier
+    logits, probs = net(image)           # [3, H, W] -> [K], [K]
+
+They call the trained model's own submodules (trunk, RPN head, box coder, pooler, box head, predictors) and
+redo, for one image, the eager model's arithmetic step by step, so that their outputs equal `model([image])`:
+the eager code is batched and sizes its tensors from Python numbers (`int(...)`, `.tolist()`, resize factors as
+floats), which a tracer would freeze at the example's values. Here every size is a tensor computed inside the
+graph: the resize factor (float64, the same IEEE operations as the eager Python floats), the padded size, the
+anchor grid, the number of pre-NMS candidates, and every count after a score threshold or an NMS. Under
+`torch.jit.trace` (the ONNX exporter) sizes flow as 0-d tensors; under `torch.export` they become unbacked
+symbolic integers (`_as_size`).
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from detection.modeling.box_coder import box_sides_at_least
+from detection.ops import nms
+
+__all__ = ["DetectorExport", "ClassifierExport", "export_module", "resize_size", "INPUT_NAMES", "OUTPUT_NAMES"]
+
+
+def _tracing() -> bool:
+    return torch.jit.is_tracing()
+
+
+def _shape(x: Tensor, dims) -> Tensor:
+    """x.shape[dims] as an int64 tensor: the graph's Shape under the tracer, symbolic sizes under torch.export."""
+    if _tracing():
+        return torch._shape_as_tensor(x)[list(dims)]
+    return torch.stack([torch.scalar_tensor(x.shape[d], dtype=torch.int64) for d in dims])
+
+
+def _top_n(x: Tensor, cap: int):
+    """min(cap, len(x)) as a size argument (a 0-d tensor under the tracer, a symbolic int under torch.export)."""
+    if _tracing():
+        return torch.clamp(torch._shape_as_tensor(x)[0], max=cap)
+    return torch.sym_min(cap, x.shape[0])
+
+
+def _as_size(t: Tensor):
+    """A 0-d int64 size tensor as an argument of ops that take ints (interpolate, pad, topk)."""
+    if _tracing():
+        return t  # the tracer records the tensor, so the size stays dynamic in the graph
+    v = t.item()  # an int; under torch.export an unbacked SymInt
+    torch._check(v >= 0)
+    return v
+
+
+def resize_size(hw: Tensor, min_size: float, max_size: float, rule: str) -> Tuple[Tensor, Tensor]:
+    """detection/ops/resize.py's resize_scale + resized_size on a float64 [2] (h, w) tensor.
+
+    Returns (new size int64 [2], scale float64 []): the same float64 operations as the Python floats of the eager
+    preprocessor, so the sizes are identical for every input size."""
+    short, long = hw.min(), hw.max()
+    if rule == "torchvision":
+        scale = min_size / short
+        if max_size > 0:
+            scale = torch.minimum(scale, max_size / long)
+        new = torch.floor(hw * scale)
+    else:
+        scale = min_size / short
+        if max_size > 0:
+            scale = torch.where(torch.round(long * scale) > max_size, max_size / long, scale)
+        new = torch.round(hw * scale)
+    new = torch.where(scale == 1.0, hw, new)
+    return new.clamp(min=1).to(torch.int64), scale
+
+
+class DetectorExport(nn.Module):
+    """One image through a FasterRCNN in eval mode, every size computed in the graph.
+
+    forward(image [3, H, W] float32 RGB 0..1) -> boxes [N, 4] float32 xyxy in the image's pixels, scores [N]
+    float32, labels [N] int64 in 1..K, by decreasing score; N = 0 when nothing scores above TEST.SCORE_THRESH.
+    Test-time augmentation is not part of it (one view at TEST.SCALES[0], the model's own test resize).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        pre, rpn, heads = model.preprocess, model.rpn, model.roi_heads
+        self.model = model
+        self.min_size, self.max_size = float(pre.test_min_size), float(pre.test_max_size)
+        self.rule, self.divisor = pre.resize_rule, int(pre.size_divisibility)
+        gen = rpn.anchor_generator
+        self.stride = float(gen.stride)
+        self.register_buffer("base_anchors", gen.base_anchors.clone(), persistent=False)  # float64 [A, 4]
+        self.pre_nms_top_n, self.post_nms_top_n = int(rpn.pre_nms_top_n[1]), int(rpn.post_nms_top_n[1])
+        self.rpn_nms_thresh, self.rpn_min_size = float(rpn.nms_thresh[1]), float(rpn.min_size[1])
+
+    # -- input side ---------------------------------------------------------------------------------------------
+    def preprocess(self, image: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """[3, H, W] -> (normalised padded batch [1, 3, Hp, Wp], resized size int64 [2], scale float64 [])."""
+        pre = self.model.preprocess
+        hw = _shape(image, (1, 2)).to(torch.float64)
+        new, scale = resize_size(hw, self.min_size, self.max_size, self.rule)
+        nh, nw = new[0], new[1]
+        x = F.interpolate(image[None], size=(_as_size(nh), _as_size(nw)), mode="bilinear", align_corners=False)
+        x = (x - pre.pixel_mean) / pre.pixel_std
+        d = self.divisor
+        ph = (nh + d - 1) // d * d - nh
+        pw = (nw + d - 1) // d * d - nw
+        x = F.pad(x, (0, _as_size(pw), 0, _as_size(ph)))
+        return x, new, scale
+
+    def anchors(self, features: Tensor) -> Tensor:
+        """AnchorGenerator.grid_anchors for the feature map's own (dynamic) size: [fh * fw * A, 4] float32."""
+        fh, fw = features.shape[-2], features.shape[-1]
+        sx = torch.arange(fw, dtype=torch.float32, device=features.device) * self.stride
+        sy = torch.arange(fh, dtype=torch.float32, device=features.device) * self.stride
+        yy, xx = torch.meshgrid(sy, sx, indexing="ij")
+        shifts = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)
+        # integers + half-integers below 2**24: exact in float32, equal to the eager float64 sum cast to float32
+        return (shifts + self.base_anchors.to(torch.float32)[None]).reshape(-1, 4)
+
+    # -- RPN -------------------------------------------------------------------------------------------------------
+    def proposals(self, features: Tensor, size: Tensor, scale: Tensor) -> Tensor:
+        """RegionProposalNetwork.generate_proposals (test settings) for one image: [P, 4] xyxy, resized pixels."""
+        rpn = self.model.rpn
+        logits, deltas = rpn.head(features)
+        logits, deltas = logits[0], deltas[0]
+        anchors = self.anchors(features)
+        scores, idx = logits.topk(_top_n(logits, self.pre_nms_top_n))
+        boxes = rpn.box_coder.decode(deltas[idx], anchors[idx])
+        boxes = _clip(boxes, size)
+        min_size = torch.tensor(self.rpn_min_size, dtype=torch.float32) * scale.to(torch.float32)
+        keep = box_sides_at_least(boxes, min_size)
+        boxes, scores = boxes[keep], scores[keep]
+        kept = nms(boxes, scores, self.rpn_nms_thresh)[: self.post_nms_top_n]
+        return boxes[kept]
+
+    # -- RoI heads -------------------------------------------------------------------------------------------------
+    def detections(self, features: Tensor, proposals: Tensor, size: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """RoIHeads.detections for one image: boxes [M, 4] (resized pixels), scores [M], labels [M]."""
+        heads = self.model.roi_heads
+        rois = torch.cat([torch.zeros_like(proposals[:, :1]), proposals], dim=1)
+        cls_logits, box_deltas = heads._predict(features, rois)
+        c = heads.num_classes
+        k = c - 1
+        scores = F.softmax(cls_logits, dim=1)[:, 1:]  # [R, K]
+        deltas = box_deltas.reshape(-1, box_deltas.shape[1] // 4, 4)
+        deltas = deltas.expand(-1, k, 4) if heads.class_agnostic else deltas[:, 1:]
+        boxes = _clip(heads.box_coder.decode(deltas, rois[:, None, 1:]), size)
+        labels = torch.arange(1, c, device=scores.device)[None].expand_as(scores)
+        keep = (scores > heads.score_thresh) & box_sides_at_least(boxes, 1e-3)
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        # batched_nms's class offsets; the 0 keeps max() defined with no candidates (boxes are clipped to >= 0)
+        top = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()
+        offsets = labels.to(boxes) * (top + torch.tensor(1).to(boxes))
+        kept = nms(boxes + offsets[:, None], scores, heads.nms_thresh)[: heads.detections_per_image]
+        return boxes[kept], scores[kept], labels[kept]
+
+    def forward(self, image: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        x, size, scale = self.preprocess(image)
+        features = self.model.backbone(x)
+        proposals = self.proposals(features, size, scale)
+        boxes, scores, labels = self.detections(features, proposals, size)
+        # ImagePreprocessor.postprocess: back to the input's pixels, clipped to it
+        orig = _shape(image, (1, 2))
+        ratio = (orig.to(torch.float32) / size.to(torch.float32)).flip(0).repeat(2)  # (w, h, w, h)
+        hi = orig.flip(0).repeat(2).to(torch.float32)
+        boxes = torch.minimum((boxes * ratio).clamp(min=0), hi)
+        return boxes, scores, labels
+
+
+def _clip(boxes: Tensor, size: Tensor) -> Tensor:
+    """clip_boxes for one image: boxes [..., 4] to [0, w] x [0, h] of size int64 [2] (h, w)."""
+    hi = size.flip(0).repeat(2).to(boxes.dtype)  # (w, h, w, h)
+    return torch.minimum(boxes.clamp(min=0), hi)
+
+
+class ClassifierExport(nn.Module):
+    """One image through an ImageClassifier: [3, H, W] float32 RGB 0..1 -> (logits [K], probabilities [K]).
+
+    The resize to S x S (CLS.RESIZE 'squash' or 'center_crop', bilinear with antialiasing) is in the graph, as
+    two weight matrices computed from the input size (`_aa_weights`)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor) -> Tuple[Tensor, Tensor]:
+        m = self.model
+        x = _resize_square(image[None], m.image_size, m.resize_mode)
+        x = (x - m.pixel_mean) / m.pixel_std
+        logits = m.logits(m.backbone.features_for_classification(x))[0]
+        return logits, logits.float().softmax(dim=0)
+
+
+def _aa_weights(in_size: Tensor, out_size, device) -> Tensor:
+    """[out, in] weights of PyTorch's antialiased bilinear resize along one axis (interpolate antialias=True,
+    align_corners=False): a triangle filter widened by the downscale factor, each row normalised to sum 1.
+
+    As matrices the resize is plain MatMuls in the graph; ONNX Resize-18's antialias differs from PyTorch's by
+    up to ~1e-3 on strong downscales."""
+    scale = in_size.to(torch.float32) / torch.as_tensor(out_size).to(torch.float32)
+    inv = 1.0 / torch.clamp(scale, min=1.0)
+    center = scale * (torch.arange(_as_size(torch.as_tensor(out_size)), device=device).to(torch.float32) + 0.5)
+    pos = torch.arange(_as_size(in_size), device=device).to(torch.float32) + 0.5
+    w = (1.0 - ((pos[None, :] - center[:, None]) * inv).abs()).clamp(min=0.0)
+    return w / w.sum(dim=1, keepdim=True)
+
+
+def _resize_aa(x: Tensor, out_h, out_w) -> Tensor:
+    """[1, C, H, W] -> [1, C, out_h, out_w], antialiased bilinear (out sizes: ints or 0-d int64 tensors)."""
+    hw = _shape(x, (2, 3))
+    wh = _aa_weights(hw[0], out_h, x.device)
+    ww = _aa_weights(hw[1], out_w, x.device)
+    return torch.matmul(torch.matmul(wh, x), ww.t())
+
+
+def _resize_square(x: Tensor, size: int, mode: str) -> Tensor:
+    """detection/ops/resize.py's resize_square on [1, 3, H, W] with the sizes computed in the graph."""
+    if mode == "squash":
+        return _resize_aa(x, size, size)
+    from detection.ops.resize import CROP_FRACTION
+
+    side = int(round(size / CROP_FRACTION))
+    hw = _shape(x, (2, 3)).to(torch.float64)
+    s = side / hw.min()
+    new = torch.maximum(torch.round(hw * s), torch.tensor(float(side), dtype=torch.float64))
+    # an image already S x S is left as it is (resize_square): resized to its own size and cropped at 0
+    new = torch.where((hw == float(size)).all(), hw, new).to(torch.int64)
+    x = _resize_aa(x, new[0], new[1])
+    y0, x0 = (new[0] - size) // 2, (new[1] - size) // 2
+    return _crop(x, y0, x0, size)
+
+
+def _crop(x: Tensor, y0: Tensor, x0: Tensor, size: int) -> Tensor:
+    rows = torch.arange(size, device=x.device) + y0
+    cols = torch.arange(size, device=x.device) + x0
+    return x.index_select(2, rows).index_select(3, cols)
+
+
+def export_module(model: nn.Module) -> nn.Module:
+    """The single-image module to export for `model`: DetectorExport (a FasterRCNN) or ClassifierExport."""
+    from detection.modeling.classifier import ImageClassifier
+    from detection.modeling.faster_rcnn import FasterRCNN
+
+    if isinstance(model, FasterRCNN):
+        return DetectorExport(model).eval()
+    if isinstance(model, ImageClassifier):
+        return ClassifierExport(model).eval()
+    raise TypeError(f"no export for a {type(model).__name__} (FasterRCNN and ImageClassifier export)")
+
+
+#: input and output names of the exported files, by module
+INPUT_NAMES = ["image"]
+OUTPUT_NAMES = {DetectorExport: ["boxes", "scores", "labels"], ClassifierExport: ["logits", "probabilities"]}
