@@ -41,10 +41,7 @@ import numpy as np
 
 from detection.evaluation.evaluator import DatasetEvaluator, EvaluationInputError, to_numpy
 
-try:  # compiled by setup.py from csrc/cython/box_ops.pyx; the numpy fallback below gives identical results
-    from detection.cython_ops import bbox_overlaps as _bbox_overlaps_cython
-except ImportError:  # pragma: no cover - depends on the build
-    _bbox_overlaps_cython = None
+from detection.cython_ops import bbox_overlaps as _bbox_overlaps_cython  # built by setup.py (box_ops.pyx)
 
 logger = logging.getLogger(__name__)
 
