@@ -3,9 +3,10 @@
 Importing the package registers every model family (``detection.modeling.META_ARCHITECTURES``), backbone
 (``detection.modeling.BACKBONES``) and task (``detection.engine.TASKS``), detectron2's way.
 
-Layers, lowest first; a package imports only from those before it:
-``config``, ``registry``, ``utils`` -> ``ops`` -> ``modeling`` -> ``data`` -> ``evaluation`` -> ``datasets`` ->
-``engine``; ``tools/`` drive ``engine``.
+Layers, lowest first; a package imports only from the layers below it (tests/test_layout.py checks modeling):
+``config``, ``registry``, ``utils`` -> ``ops`` (with the compiled ``_C`` and ``cython_ops``) -> ``modeling`` and
+``data`` (side by side, neither imports the other) -> ``evaluation`` -> ``datasets`` -> ``engine``; the scripts in
+``tools/`` drive ``engine``.
 """
 
 __version__ = "0.1.0"
