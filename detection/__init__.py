@@ -4,7 +4,7 @@ Importing the package registers every model family (``detection.modeling.META_AR
 (``detection.modeling.BACKBONES``) and task (``detection.engine.TASKS``), detectron2's way.
 
 Layers, lowest first; a package imports only from the layers below it (tests/test_layout.py checks modeling):
-``config``, ``registry``, ``utils`` -> ``ops`` (with the compiled ``_C`` and ``cython_ops``) -> ``modeling`` and
+``config``, ``registry``, ``utils`` -> ``ops`` (with the compiled ``_C``) -> ``modeling`` and
 ``data`` (side by side, neither imports the other) -> ``evaluation`` -> ``datasets`` -> ``engine``; the scripts in
 ``tools/`` drive ``engine``.
 """

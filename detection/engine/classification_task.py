@@ -18,6 +18,7 @@ from torch import nn
 
 from detection.engine.checkpoint import unwrap_model
 from detection.engine.tasks import TASKS, Task
+from detection.utils.dist import rank_and_world_size
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,6 @@ class ClassificationTask(Task):
 
     # -- data -----------------------------------------------------------------------------------------------------
     def build_train_data(self, cfg, model: nn.Module, start_iter: int = 0):
-        from detection.data.build import _dist_rank_world
         from detection.data.classification import (build_classification_dataset, build_classification_records,
                                                    build_classification_train_loader, train_seed)
 
@@ -74,7 +74,7 @@ class ClassificationTask(Task):
             dataset = build_classification_dataset(cfg, is_train=True, records=records)
             return iter(build_classification_train_loader(cfg, dataset, start_iter=start_iter))
         logger.info("feature cache used: %s", why)
-        rank, world = _dist_rank_world(None, None)
+        rank, world = rank_and_world_size()
         cache = self.build_feature_cache(cfg, m, records)
         from detection.data.feature_cache import cached_batches
 

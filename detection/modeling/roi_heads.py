@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detection.modeling.box_coder import BoxCoder, box_sides_at_least, clip_boxes
-from detection.modeling.sampling import BalancedSampler, Matcher, batched_box_iou, rank_in_group
-from detection.ops import RoIAlign, RoIPool, batched_nms
+from detection.modeling.sampling import BalancedSampler, Matcher, rank_in_group
+from detection.ops import RoIAlign, RoIPool, batched_nms, box_iou
 
 
 class RoIHeads(nn.Module):
@@ -110,7 +110,7 @@ class RoIHeads(nn.Module):
         if self.add_gt_as_proposals:
             proposals = torch.cat([proposals, gt_boxes.to(proposals.dtype)], dim=1)
             valid = torch.cat([valid, gt_valid], dim=1)
-        iou = batched_box_iou(gt_boxes, proposals)  # [B, G, P']
+        iou = box_iou(gt_boxes, proposals)  # [B, G, P'] (NaN for padding gt, masked by the matcher)
         matched, match_labels = self.matcher(iou, gt_valid, valid)
         fg, bg = self.sampler(match_labels)
         bi, pi = (fg | bg).nonzero(as_tuple=True)

@@ -17,6 +17,7 @@ _EXPORTS = {
     "worker_init_fn": "seed",
     "seed_worker": "seed",
     "make_generator": "seed",
+    "rank_and_world_size": "dist",
     "PALETTE": "visualize",
     "class_color": "visualize",
     "to_rgb_uint8": "visualize",
