@@ -1,16 +1,22 @@
 """detection: a Faster R-CNN object-detection toolkit on PyTorch with its own compiled ops.
 
     import detection
-    model = detection.load("outputs/quickstart")     # detection/api.py
+    model = detection.load("outputs/quickstart")     # detection/api.py: a Predictor
     result = model("photo.jpg")
 
-Importing the package registers the compiled ops (`torch.ops.detection.*`), which exported programs
-(`torch.export.load` of a .pt2 from tools/export_model.py) need.
+Importing the package registers every model family (``detection.modeling.META_ARCHITECTURES``), backbone
+(``detection.modeling.BACKBONES``) and task (``detection.engine.TASKS``), detectron2's way, and the compiled ops
+(``torch.ops.detection.*``, which exported programs from tools/export_model.py need).
+
+Layers, lowest first; a package imports only from the layers below it (tests/test_layout.py checks modeling):
+``config``, ``registry``, ``utils`` -> ``ops`` (with the compiled ``_C``) -> ``modeling`` and
+``data`` (side by side, neither imports the other) -> ``evaluation`` -> ``datasets`` -> ``engine`` -> ``export``
+and the Python API (``api``, ``image_input``, ``results``); the scripts in ``tools/`` drive ``engine`` and the API.
 """
 
 __version__ = "0.1.0"
 
-from detection import ops as _ops  # noqa: E402,F401  (registers torch.ops.detection.* and their fake kernels)
+from detection import engine, modeling  # noqa: E402,F401  (register the families and their tasks)
 from detection.api import Predictor, load  # noqa: E402
 
 __all__ = ["load", "Predictor", "__version__"]

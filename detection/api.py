@@ -35,14 +35,34 @@ def _config_from_checkpoint(weights: str, overrides: Sequence[str]):
     import yaml
 
     from detection.config import ConfigError, get_default_config, merge_from_dict, merge_from_list
+    from detection.config.loading import RESOLVED_KEY
     from detection.engine.checkpoint import load_checkpoint_file
 
     state = load_checkpoint_file(weights)
     text = state.get("config") if isinstance(state, dict) else None
     if not text:
         raise ConfigError(f"{weights}: the checkpoint holds no config; pass cfg= (the YAML it was trained with)")
-    cfg = merge_from_dict(get_default_config(), yaml.safe_load(text) or {}, source=f"{weights} (saved config)")
+    data = yaml.safe_load(text) or {}
+    resolved = data.pop(RESOLVED_KEY, None)  # what train_net resolved from the data (dump_config)
+    cfg = merge_from_dict(get_default_config(), data, source=f"{weights} (saved config)")
+    if resolved:
+        cfg[RESOLVED_KEY] = resolved
     return merge_from_list(cfg, list(overrides))
+
+
+def _with_resolved_classes(cfg):
+    """A copy of cfg with DATA.CLASSES from its _RESOLVED_ section (class names train_net found in the data, e.g.
+    COCO categories) when DATA.CLASSES is []: the deployed model then needs no dataset to know its classes."""
+    import copy
+
+    from detection.config.loading import RESOLVED_KEY
+
+    names = (cfg.get(RESOLVED_KEY) or {}).get("CLASSES")
+    if cfg.DATA.CLASSES or int(cfg.MODEL.NUM_CLASSES) or not names:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    cfg.DATA.CLASSES = list(names)
+    return cfg
 
 
 def _run_folder(run_dir: str):
@@ -127,6 +147,7 @@ class Predictor:
         from detection.engine.launch import load_inference_model, resolve_device
         from detection.engine.tasks import get_task
 
+        cfg = _with_resolved_classes(cfg)
         task = get_task(cfg)
         if weights is not None and not os.path.isfile(weights):
             raise FileNotFoundError(f"weights {weights}: no such file")

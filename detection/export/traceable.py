@@ -222,14 +222,19 @@ def _resize_square(x: Tensor, size: int, mode: str) -> Tensor:
         return _resize_aa(x, size, size)
     from detection.ops.resize import CROP_FRACTION
 
-    side = int(round(size / CROP_FRACTION))
+    side = float(round(size / CROP_FRACTION))
     hw = _shape(x, (2, 3)).to(torch.float64)
-    s = side / hw.min()
-    new = torch.maximum(torch.round(hw * s), torch.tensor(float(side), dtype=torch.float64))
-    # an image already S x S is left as it is (resize_square): resized to its own size and cropped at 0
-    new = torch.where((hw == float(size)).all(), hw, new).to(torch.int64)
-    x = _resize_aa(x, new[0], new[1])
-    y0, x0 = (new[0] - size) // 2, (new[1] - size) // 2
+    short, long = hw.min(), hw.max()
+    new_long = torch.floor(side * long / short)  # int(side * long / short)
+    side_t = torch.full_like(new_long, side)
+    new = torch.where(hw[0] <= hw[1], torch.stack([side_t, new_long]), torch.stack([new_long, side_t]))
+    # an image already S x S is returned as it is: resized to its own size, not quantised, cropped at 0
+    as_is = (hw == float(size)).all()
+    new = torch.where(as_is, hw, new).to(torch.int64)
+    resized = _resize_aa(x * 255.0, new[0], new[1])
+    x = torch.where(as_is, resized / 255.0, resized.round().clamp(0.0, 255.0) / 255.0)  # 8-bit values
+    y0 = torch.round((new[0] - size).to(torch.float64) / 2.0).to(torch.int64)
+    x0 = torch.round((new[1] - size).to(torch.float64) / 2.0).to(torch.int64)
     return _crop(x, y0, x0, size)
 
 
