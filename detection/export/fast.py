@@ -5,9 +5,9 @@
         outputs = model(images)                    # the eager model's detections (float32 rounding apart)
 
 Folding (fold_bn.py) removes one memory pass per BatchNorm. channels_last (NHWC) lets oneDNN / cuDNN pick
-their faster convolution kernels; `channels_last=None` chooses it by device: on CUDA always, on the CPU only
-when the model is mostly dense convolutions (ResNet, VGG: measured faster; MobileNetV2's depthwise convolutions
-measured slower, docs/benchmarks.md). The model must not be trained afterwards.
+their faster convolution kernels, and the CPU RoIAlign reads NHWC maps without a copy; `channels_last=None`
+chooses it by device: CUDA, or a CPU build with oneDNN (measured faster for MobileNetV2 and ResNet-50 alike,
+docs/benchmarks.md). The model must not be trained afterwards.
 """
 from __future__ import annotations
 
@@ -24,15 +24,11 @@ __all__ = ["optimize_for_inference", "prefers_channels_last"]
 logger = logging.getLogger(__name__)
 
 
-def prefers_channels_last(model: nn.Module, device: torch.device) -> bool:
-    """The device rule: CUDA yes; CPU when depthwise convolutions hold under a tenth of the conv weights."""
+def prefers_channels_last(device: torch.device) -> bool:
+    """The device rule: CUDA, or a CPU with oneDNN (torch.backends.mkldnn)."""
     if torch.device(device).type == "cuda":
         return True
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        return False
-    depthwise = sum(m.weight.numel() for m in convs if m.groups > 1 and m.groups == m.in_channels)
-    return depthwise * 10 < sum(m.weight.numel() for m in convs)
+    return torch.device(device).type == "cpu" and torch.backends.mkldnn.is_available()
 
 
 def optimize_for_inference(model: nn.Module, device: Optional[torch.device] = None,
@@ -44,7 +40,7 @@ def optimize_for_inference(model: nn.Module, device: Optional[torch.device] = No
     n = fold_batchnorm(model)
     if device is None:
         device = next(model.parameters()).device
-    use_cl = prefers_channels_last(model, device) if channels_last is None else bool(channels_last)
+    use_cl = prefers_channels_last(device) if channels_last is None else bool(channels_last)
     if use_cl:
         for m in model.modules():
             if isinstance(m, nn.Conv2d):

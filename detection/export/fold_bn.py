@@ -6,8 +6,8 @@ A BatchNorm applied to a convolution's output with fixed statistics is y = (W x 
 + beta, i.e. a convolution with weight W * s and bias (b - mean) * s + beta, s = g / sqrt(var + eps) per output
 channel. The folded weights are computed in float64 and stored in the conv's dtype; the BatchNorm becomes
 nn.Identity. Pairs are found where the order conv -> BN is certain: consecutive children of an nn.Sequential
-(torchvision's Conv2dNormActivation, MobileNetV2's blocks, ResNet's stem and downsample) and torchvision ResNet
-blocks' (conv1, bn1), (conv2, bn2), (conv3, bn3). Only for inference: the folded model must not be trained.
+(torchvision's Conv2dNormActivation, MobileNetV2's blocks, the toolkit's ResNet stem, downsample branches) and
+torchvision ResNet blocks' (conv1, bn1), (conv2, bn2), (conv3, bn3) (and a whole torchvision ResNet's stem). Only for inference: the folded model must not be trained.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Iterator, Tuple
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 __all__ = ["fold_batchnorm", "fold_conv_bn", "is_foldable_bn"]
@@ -57,7 +57,7 @@ def _pairs(module: nn.Module) -> Iterator[Tuple[str, str]]:
         names = list(module._modules)
         for a, b in zip(names[:-1], names[1:]):
             yield a, b
-    elif isinstance(module, (BasicBlock, Bottleneck)):
+    elif isinstance(module, (BasicBlock, Bottleneck, ResNet)):  # ResNet: its stem's conv1 -> bn1
         for i in (1, 2, 3):
             if hasattr(module, f"conv{i}") and hasattr(module, f"bn{i}"):
                 yield f"conv{i}", f"bn{i}"
@@ -73,7 +73,7 @@ def fold_batchnorm(model: nn.Module) -> int:
             conv, bn = module._modules.get(conv_name), module._modules.get(bn_name)
             if not isinstance(conv, nn.Conv2d) or not is_foldable_bn(bn):
                 continue
-            if bn.num_features != conv.out_channels:
+            if bn.running_mean.numel() != conv.out_channels:
                 continue
             module._modules[conv_name] = fold_conv_bn(conv, bn)
             module._modules[bn_name] = nn.Identity()

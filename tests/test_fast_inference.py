@@ -1,0 +1,92 @@
+"""The fast inference path: BatchNorm folding is exact on torchvision's blocks, and the quick-start detector's
+detections with fast=True equal the eager model's (boxes within 0.01 px, scores within 1e-4, CPU float32)."""
+import copy
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import detection
+from detection.export import compare_detections, fold_batchnorm, optimize_for_inference
+from detection.export.fold_bn import is_foldable_bn
+from detection.modeling.backbone import convert_frozen_batchnorm
+from model_fixtures import QUICKSTART_CLASSES, build_seeded, quickstart_config, tiny_config, write_run_folder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _randomise_batchnorm(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(c, generator=g) * 0.5 + 0.75)
+                m.bias.copy_(torch.randn(c, generator=g) * 0.1)
+    return model
+
+
+@pytest.mark.parametrize("name, frozen", [("resnet18", True), ("resnet50", False), ("mobilenet_v2", True)])
+def test_folding_batchnorm_into_convs_keeps_the_outputs(name, frozen):
+    torch.manual_seed(0)
+    model = _randomise_batchnorm(getattr(torchvision.models, name)(weights=None)).eval()
+    if frozen:
+        convert_frozen_batchnorm(model)
+    x = torch.rand(1, 3, 96, 96)
+    with torch.no_grad():
+        ref = model(x)
+        n = fold_batchnorm(model)
+        out = model(x)
+    assert n == sum(isinstance(m, nn.Conv2d) for m in model.modules())  # every conv had its BatchNorm
+    assert not any(is_foldable_bn(m) for m in model.modules())
+    assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+def test_a_training_batchnorm_is_not_folded():
+    block = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).train()
+    assert fold_batchnorm(block) == 0 and isinstance(block[1], nn.BatchNorm2d)
+
+
+@pytest.fixture(scope="module")
+def quickstart():
+    return build_seeded(quickstart_config())
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_quickstart_detections_equal_eager(quickstart, channels_last):
+    fast = optimize_for_inference(copy.deepcopy(quickstart), channels_last=channels_last)
+    assert fast._fast_inference["folded"] > 30
+    for h, w in [(240, 320), (400, 220), (60, 700)]:
+        img = torch.rand((3, h, w), generator=torch.Generator().manual_seed(h + w))
+        with torch.no_grad():
+            ref = quickstart([img])[0]
+        with torch.inference_mode():
+            got = fast([img])[0]
+        c = compare_detections(ref, got)
+        assert c.ok and c.count_reference > 0, f"{h}x{w}: {c}"
+
+
+def test_load_fast_and_the_tools_fast_flag(quickstart, tmp_path):
+    run = write_run_folder(str(tmp_path / "qs"), quickstart_config(), quickstart, QUICKSTART_CLASSES)
+    eager, fast = detection.load(run), detection.load(run, fast=True)
+    assert fast.fast and fast.model._fast_inference["folded"] > 30 and not eager.fast
+    img = (np.random.default_rng(0).random((200, 300, 3)) * 255).astype(np.uint8)
+    a, b = eager(img), fast(img)
+    assert compare_detections(a.output, b.output).ok and len(a) > 0
+
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import cv2
+
+    import demo as demo_tool
+
+    tiny = write_run_folder(str(tmp_path / "tiny"), tiny_config(), build_seeded(tiny_config()), QUICKSTART_CLASSES)
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    assert demo_tool.main(["--cfg", os.path.join(tiny, "config.yaml"), "--input", str(tmp_path / "a.png"),
+                           "--output", str(tmp_path / "demo"), "--fast"]) == 0
+    assert (tmp_path / "demo" / "a.jpg").is_file()
