@@ -1,4 +1,7 @@
-"""Utilities: logging (``setup_logger``), seeding (``seed_everything`` ...), drawing (``draw_detections`` ...).
+"""Utilities: logging (``setup_logger``), seeding (``seed_everything`` ...), drawing (``draw_detections`` ...),
+model summaries, atomic directories.
+
+The bottom layer with ``detection.config`` and ``detection.registry``: must not import any other detection package.
 
 Names are imported lazily, so ``import detection.utils.logger`` does not pull in OpenCV or torch.
 """
