@@ -137,7 +137,7 @@ def train(args) -> int:
         metrics = evaluate(out_dir=eval_dir)
         if main:
             write_json(os.path.join(eval_dir, "metrics.json"), json_safe(metrics))
-            headline = {k: metrics[k] for k in (task.best_metric,) if k in metrics}
+            headline = {k: metrics[k] for k in (task.best_metric, "voc_metric", "voc_rules") if k in metrics}
             logger.info("final evaluation on %s: %s (all metrics: %s)", cfg.DATA.TEST_SET, headline,
                         os.path.join(eval_dir, "metrics.json"))
     synchronize()
