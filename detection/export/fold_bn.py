@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-__all__ = ["fold_batchnorm", "fold_conv_bn", "is_foldable_bn"]
+__all__ = ["fold_batchnorm", "fold_conv_bn", "is_foldable_bn", "uses_batch_norm_op"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,12 @@ def is_foldable_bn(m: nn.Module) -> bool:
         return True
     return (isinstance(m, nn.BatchNorm2d) and not m.training and m.track_running_stats
             and m.running_mean is not None)
+
+
+def uses_batch_norm_op(m: nn.Module) -> bool:
+    """A foldable BatchNorm computed by F.batch_norm (nn.BatchNorm2d in eval, or a FrozenBatchNorm2d subclass
+    overriding forward, e.g. FixedBatchNorm2d) rather than torchvision's x * scale + bias."""
+    return is_foldable_bn(m) and (isinstance(m, nn.BatchNorm2d) or type(m).forward is not FrozenBatchNorm2d.forward)
 
 
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.Module) -> nn.Conv2d:
@@ -63,22 +69,24 @@ def _pairs(module: nn.Module) -> Iterator[Tuple[str, str]]:
                 yield f"conv{i}", f"bn{i}"
 
 
-def fold_batchnorm(model: nn.Module) -> int:
-    """Fold every foldable BatchNorm that directly follows a Conv2d (see the module docstring), in place.
+def fold_batchnorm(model: nn.Module, only_batch_norm_ops: bool = False) -> int:
+    """Fold every foldable BatchNorm that directly follows a Conv2d (see the module docstring), in place;
+    only those computed by F.batch_norm (`uses_batch_norm_op`) with only_batch_norm_ops.
 
     Returns the number folded; BatchNorms left over (no conv before them) are logged."""
     folded = 0
+    wanted = uses_batch_norm_op if only_batch_norm_ops else is_foldable_bn
     for module in list(model.modules()):
         for conv_name, bn_name in list(_pairs(module)):
             conv, bn = module._modules.get(conv_name), module._modules.get(bn_name)
-            if not isinstance(conv, nn.Conv2d) or not is_foldable_bn(bn):
+            if not isinstance(conv, nn.Conv2d) or bn is None or not wanted(bn):
                 continue
             if bn.running_mean.numel() != conv.out_channels:
                 continue
             module._modules[conv_name] = fold_conv_bn(conv, bn)
             module._modules[bn_name] = nn.Identity()
             folded += 1
-    left = [n for n, m in model.named_modules() if is_foldable_bn(m)]
+    left = [n for n, m in model.named_modules() if wanted(m)]
     if left:
         logger.info("fold_batchnorm: %d BatchNorm(s) not after a conv stay as they are: %s", len(left),
                     ", ".join(left[:5]))

@@ -27,9 +27,25 @@ MAX_SIDE = 16384
 _META = "detection.json"
 
 
+def _without_batch_norm_ops(model: nn.Module) -> nn.Module:
+    """`model`, or a copy with its F.batch_norm BatchNorms folded into their convs: the op checks whether its
+    input is empty, a branch on the number of RoIs that torch.export cannot record (torchvision's x * scale + bias
+    FrozenBatchNorm2d has no such check and is kept)."""
+    import copy
+
+    from detection.export.fold_bn import fold_batchnorm, uses_batch_norm_op
+
+    if not any(uses_batch_norm_op(m) for m in model.modules()):
+        return model
+    model = copy.deepcopy(model)
+    fold_batchnorm(model, only_batch_norm_ops=True)
+    return model
+
+
 def export_program(model: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
-    """torch.export.export of the single-image module of `model`, on `example` [3, H, W], H and W dynamic."""
-    net = export_module(model)
+    """torch.export.export of the single-image module of `model`, on `example` [3, H, W], H and W dynamic
+    (F.batch_norm BatchNorms folded into their convolutions first, in a copy)."""
+    net = export_module(_without_batch_norm_ops(model))
     height = torch.export.Dim("height", min=1, max=MAX_SIDE)
     width = torch.export.Dim("width", min=1, max=MAX_SIDE)
     with torch.no_grad():

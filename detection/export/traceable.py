@@ -16,7 +16,7 @@ symbolic integers (`_as_size`).
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -46,12 +46,13 @@ def _top_n(x: Tensor, cap: int):
     return torch.sym_min(cap, x.shape[0])
 
 
-def _as_size(t: Tensor):
-    """A 0-d int64 size tensor as an argument of ops that take ints (interpolate, pad, topk)."""
+def _as_size(t: Tensor, least: int = 0):
+    """A 0-d int64 size tensor (known to be >= least) as an argument of ops that take ints (interpolate, pad,
+    arange)."""
     if _tracing():
         return t  # the tracer records the tensor, so the size stays dynamic in the graph
-    v = t.item()  # an int; under torch.export an unbacked SymInt
-    torch._check(v >= 0)
+    v = t.item()  # an int; under torch.export an unbacked SymInt, whose lower bound lets later checks pass
+    torch._check(v >= least)
     return v
 
 
@@ -81,6 +82,9 @@ class DetectorExport(nn.Module):
     forward(image [3, H, W] float32 RGB 0..1) -> boxes [N, 4] float32 xyxy in the image's pixels, scores [N]
     float32, labels [N] int64 in 1..K, by decreasing score; N = 0 when nothing scores above TEST.SCORE_THRESH.
     Test-time augmentation is not part of it (one view at TEST.SCALES[0], the model's own test resize).
+
+    The trunk may return one map (C4) or a dict of pyramid levels (FPN): the RPN then runs its head, anchors and
+    top-k per level and its NMS per level, and the RoI pooler (MultiScaleRoIAlign) maps each RoI to a level.
     """
 
     def __init__(self, model: nn.Module):
@@ -89,11 +93,15 @@ class DetectorExport(nn.Module):
         self.model = model
         self.min_size, self.max_size = float(pre.test_min_size), float(pre.test_max_size)
         self.rule, self.divisor = pre.resize_rule, int(pre.size_divisibility)
+        self.normalise_first = bool(getattr(pre, "_normalise_first", False))
         gen = rpn.anchor_generator
-        self.stride = float(gen.stride)
-        self.register_buffer("base_anchors", gen.base_anchors.clone(), persistent=False)  # float64 [A, 4]
+        self.generators = list(getattr(gen, "generators", [gen]))  # one per level
+        # the multi-level RPN ranks candidates by sigmoid probability, the one-level one by logit (same order)
+        self.rpn_sigmoid = hasattr(gen, "generators")
         self.pre_nms_top_n, self.post_nms_top_n = int(rpn.pre_nms_top_n[1]), int(rpn.post_nms_top_n[1])
         self.rpn_nms_thresh, self.rpn_min_size = float(rpn.nms_thresh[1]), float(rpn.min_size[1])
+        self.rpn_min_size_scaled = bool(getattr(rpn, "min_size_scaled", True))
+        self.min_box_size = float(getattr(heads, "min_box_size", 1e-3))
 
     # -- input side ---------------------------------------------------------------------------------------------
     def preprocess(self, image: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -102,46 +110,96 @@ class DetectorExport(nn.Module):
         hw = _shape(image, (1, 2)).to(torch.float64)
         new, scale = resize_size(hw, self.min_size, self.max_size, self.rule)
         nh, nw = new[0], new[1]
-        x = F.interpolate(image[None], size=(_as_size(nh), _as_size(nw)), mode="bilinear", align_corners=False)
-        x = (x - pre.pixel_mean) / pre.pixel_std
+        x = image[None]
+        if self.normalise_first:  # torchvision's order (ImagePreprocessor)
+            x = (x - pre.pixel_mean) / pre.pixel_std
+        x = F.interpolate(x, size=(_as_size(nh, 1), _as_size(nw, 1)), mode="bilinear", align_corners=False)
+        if not self.normalise_first:
+            x = (x - pre.pixel_mean) / pre.pixel_std
         d = self.divisor
         ph = (nh + d - 1) // d * d - nh
         pw = (nw + d - 1) // d * d - nw
         x = F.pad(x, (0, _as_size(pw), 0, _as_size(ph)))
         return x, new, scale
 
-    def anchors(self, features: Tensor) -> Tensor:
-        """AnchorGenerator.grid_anchors for the feature map's own (dynamic) size: [fh * fw * A, 4] float32."""
+    @staticmethod
+    def anchors(gen: nn.Module, features: Tensor, padded: Tensor) -> Tensor:
+        """One level's anchors for the feature map's own (dynamic) size: [fh * fw * A, 4] float32, as the
+        generator's grid_anchors (a fixed stride) or, with torchvision's placement (grid_anchors_with_stride),
+        strides of padded size // feature size. padded: the padded batch [1, 3, Hp, Wp]."""
         fh, fw = features.shape[-2], features.shape[-1]
-        sx = torch.arange(fw, dtype=torch.float32, device=features.device) * self.stride
-        sy = torch.arange(fh, dtype=torch.float32, device=features.device) * self.stride
-        yy, xx = torch.meshgrid(sy, sx, indexing="ij")
+        if hasattr(gen, "grid_anchors_with_stride"):
+            stride = (_shape(padded, (2, 3)) // _shape(features, (2, 3))).to(torch.float32)
+            sy, sx = stride[0], stride[1]
+        else:
+            sy = sx = torch.tensor(float(gen.stride))
+        xs = torch.arange(fw, dtype=torch.float32, device=features.device) * sx
+        ys = torch.arange(fh, dtype=torch.float32, device=features.device) * sy
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
         shifts = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)
-        # integers + half-integers below 2**24: exact in float32, equal to the eager float64 sum cast to float32
-        return (shifts + self.base_anchors.to(torch.float32)[None]).reshape(-1, 4)
+        # whole and half pixels below 2**24: exact in float32, equal to the eager float64 sum cast to float32
+        base = gen.base_anchors.to(device=features.device, dtype=torch.float32)
+        return (shifts + base[None]).reshape(-1, 4)
 
     # -- RPN -------------------------------------------------------------------------------------------------------
-    def proposals(self, features: Tensor, size: Tensor, scale: Tensor) -> Tensor:
-        """RegionProposalNetwork.generate_proposals (test settings) for one image: [P, 4] xyxy, resized pixels."""
+    def proposals(self, levels: List[Tensor], padded: Tensor, size: Tensor, scale: Tensor) -> Tensor:
+        """RegionProposalNetwork.generate_proposals (test settings) for one image: [P, 4] xyxy, resized pixels.
+
+        Per level: head, anchors, top-k by objectness; then decode, clip, drop small, NMS per level, top-k."""
         rpn = self.model.rpn
-        logits, deltas = rpn.head(features)
-        logits, deltas = logits[0], deltas[0]
-        anchors = self.anchors(features)
-        scores, idx = logits.topk(_top_n(logits, self.pre_nms_top_n))
-        boxes = rpn.box_coder.decode(deltas[idx], anchors[idx])
+        boxes_l, scores_l, level_l = [], [], []
+        for lvl, (gen, f) in enumerate(zip(self.generators, levels)):
+            logits, deltas = rpn.head(f)
+            logits, deltas = logits[0], deltas[0]
+            anchors = self.anchors(gen, f, padded)
+            top, idx = logits.topk(_top_n(logits, self.pre_nms_top_n))
+            boxes_l.append(rpn.box_coder.decode(deltas[idx], anchors[idx]))
+            scores_l.append(torch.sigmoid(top) if self.rpn_sigmoid else top)
+            level_l.append(torch.full_like(idx, lvl))
+        boxes, scores = torch.cat(boxes_l), torch.cat(scores_l)
         boxes = _clip(boxes, size)
-        min_size = torch.tensor(self.rpn_min_size, dtype=torch.float32) * scale.to(torch.float32)
+        min_size = torch.tensor(self.rpn_min_size, dtype=torch.float32)
+        if self.rpn_min_size_scaled:
+            min_size = min_size * scale.to(torch.float32)
         keep = box_sides_at_least(boxes, min_size)
         boxes, scores = boxes[keep], scores[keep]
-        kept = nms(boxes, scores, self.rpn_nms_thresh)[: self.post_nms_top_n]
-        return boxes[kept]
+        if len(levels) > 1:  # batched_nms over levels (groups never suppress each other)
+            kept = _batched_nms(boxes, scores, torch.cat(level_l)[keep], self.rpn_nms_thresh)
+        else:
+            kept = nms(boxes, scores, self.rpn_nms_thresh)
+        return boxes[kept[: self.post_nms_top_n]]
 
     # -- RoI heads -------------------------------------------------------------------------------------------------
-    def detections(self, features: Tensor, proposals: Tensor, size: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def pool(self, features, rois: Tensor) -> Tensor:
+        """The RoI heads' pooler on [R, 5] rois; MultiScaleRoIAlign's per-level loop without its `if any RoI`
+        (every level is pooled, possibly on no RoI) so the graph holds every level."""
+        pooler = self.model.roi_heads.pooler
+        if not hasattr(pooler, "level_names"):
+            return pooler(features, rois)
+        feats = [features[n] for n in pooler.level_names]
+        if len(feats) == 1:
+            return pooler(features, rois)
+        from detection.ops import roi_align
+
+        # map_roi_levels (FPN eq. 1, torchvision's LevelMapper)
+        b = rois[:, 1:]
+        s = torch.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))
+        k = torch.floor(pooler.canonical_level + torch.log2(s / pooler.canonical_scale)
+                        + torch.tensor(1e-6, dtype=s.dtype))
+        levels = torch.clamp(k, min=pooler.k_min, max=pooler.k_max).to(torch.int64) - pooler.k_min
+        out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1]) + tuple(pooler.output_size))
+        for lvl, (feat, sc) in enumerate(zip(feats, pooler.scales)):
+            idx = torch.where(levels == lvl)[0]
+            out[idx] = roi_align(feat, rois[idx], pooler.output_size, sc, pooler.sampling_ratio,
+                                 pooler.aligned).to(out.dtype)
+        return out
+
+    def detections(self, features, proposals: Tensor, size: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """RoIHeads.detections for one image: boxes [M, 4] (resized pixels), scores [M], labels [M]."""
         heads = self.model.roi_heads
         rois = torch.cat([torch.zeros_like(proposals[:, :1]), proposals], dim=1)
-        cls_logits, box_deltas = heads._predict(features, rois)
+        x = heads.box_head(self.pool(features, rois))
+        cls_logits, box_deltas = heads.cls_score(x), heads.bbox_pred(x)
         c = heads.num_classes
         k = c - 1
         scores = F.softmax(cls_logits, dim=1)[:, 1:]  # [R, K]
@@ -149,18 +207,19 @@ class DetectorExport(nn.Module):
         deltas = deltas.expand(-1, k, 4) if heads.class_agnostic else deltas[:, 1:]
         boxes = _clip(heads.box_coder.decode(deltas, rois[:, None, 1:]), size)
         labels = torch.arange(1, c, device=scores.device)[None].expand_as(scores)
-        keep = (scores > heads.score_thresh) & box_sides_at_least(boxes, 1e-3)
+        keep = (scores > heads.score_thresh) & box_sides_at_least(boxes, self.min_box_size)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        # batched_nms's class offsets; the 0 keeps max() defined with no candidates (boxes are clipped to >= 0)
-        top = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()
-        offsets = labels.to(boxes) * (top + torch.tensor(1).to(boxes))
-        kept = nms(boxes + offsets[:, None], scores, heads.nms_thresh)[: heads.detections_per_image]
+        kept = _batched_nms(boxes, scores, labels, heads.nms_thresh)[: heads.detections_per_image]
+        reported = getattr(heads, "reported_classes", None)
+        if reported is not None:  # placeholder classes dropped after the top-k, as the RoI heads do
+            kept = kept[reported[labels[kept]]]
         return boxes[kept], scores[kept], labels[kept]
 
     def forward(self, image: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         x, size, scale = self.preprocess(image)
         features = self.model.backbone(x)
-        proposals = self.proposals(features, size, scale)
+        levels = list(features.values()) if isinstance(features, dict) else [features]
+        proposals = self.proposals(levels, x, size, scale)
         boxes, scores, labels = self.detections(features, proposals, size)
         # ImagePreprocessor.postprocess: back to the input's pixels, clipped to it
         orig = _shape(image, (1, 2))
@@ -174,6 +233,14 @@ def _clip(boxes: Tensor, size: Tensor) -> Tensor:
     """clip_boxes for one image: boxes [..., 4] to [0, w] x [0, h] of size int64 [2] (h, w)."""
     hi = size.flip(0).repeat(2).to(boxes.dtype)  # (w, h, w, h)
     return torch.minimum(boxes.clamp(min=0), hi)
+
+
+def _batched_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou: float) -> Tensor:
+    """detection.ops.batched_nms (class offsets) with its empty-input branch in the graph: the 0 keeps max()
+    defined with no boxes (boxes are clipped to >= 0, so the offsets are the eager ones)."""
+    top = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()
+    offsets = groups.to(boxes) * (top + torch.tensor(1).to(boxes))
+    return nms(boxes + offsets[:, None], scores, iou)
 
 
 class ClassifierExport(nn.Module):
