@@ -82,7 +82,7 @@ def train(args) -> int:
         except (KeyError, ValueError, RuntimeError) as exc:
             raise ToolError(f"cannot initialise the model from --weights {args.weights}: {exc}") from exc
         logger.info("initialised the model from %s", args.weights)
-    config_text = dump_config(cfg)
+    config_text = dump_config(cfg, resolved=task.resolved(cfg))
     summary = task.summary(cfg, model)
     if main:
         atomic_write_text(os.path.join(output_dir, "config.yaml"), config_text)
@@ -140,7 +140,7 @@ def train(args) -> int:
         metrics = evaluate(out_dir=eval_dir)
         if main:
             write_json(os.path.join(eval_dir, "metrics.json"), json_safe(metrics))
-            headline = {k: metrics[k] for k in (task.best_metric,) if k in metrics}
+            headline = {k: metrics[k] for k in (task.best_metric, "voc_metric", "voc_rules") if k in metrics}
             logger.info("final evaluation on %s: %s (all metrics: %s)", cfg.DATA.TEST_SET, headline,
                         os.path.join(eval_dir, "metrics.json"))
     synchronize()
