@@ -58,7 +58,8 @@ def train(args) -> int:
 
     from detection.config import dump_config
     from detection.engine.checkpoint import Checkpointer, atomic_write_text, load_model_weights, write_json
-    from detection.engine.distributed import get_world_size, is_main_process, synchronize, weights_match_rank0
+    from detection.engine.distributed import (get_world_size, is_distributed, is_main_process, launched_by_torchrun,
+                                              synchronize, weights_match_rank0)
     from detection.engine.inference import inference_on_dataset
     from detection.engine.launch import ToolError, load_config_from_args, setup_run
     from detection.engine.optim import build_lr_scheduler, build_optimizer
@@ -71,7 +72,7 @@ def train(args) -> int:
         raise ToolError("--resume continues OUTPUT_DIR's own run; --weights starts a new one: pick one")
     output_dir = cfg.OUTPUT_DIR
     _check_output_dir(output_dir, args.resume)
-    device = setup_run(cfg, output_dir, distributed=int(os.environ.get("WORLD_SIZE", "1")) > 1)
+    device = setup_run(cfg, output_dir, distributed=launched_by_torchrun())
     main = is_main_process()
     task = get_task(cfg)
     model = task.build_model(cfg).to(device)
@@ -99,9 +100,11 @@ def train(args) -> int:
     checkpointer.extra["class_names"] = list(task.class_names(cfg))
 
     train_model = model
-    if get_world_size() > 1:
+    if is_distributed():  # every torchrun launch, a single process included
         ids = [device.index] if device.type == "cuda" else None
         train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        logger.info("DistributedDataParallel over %d process(es), backend %s", get_world_size(),
+                    torch.distributed.get_backend())
 
     test_state = {}
 
