@@ -78,6 +78,11 @@ def test_kill_and_resume_ends_with_identical_weights(tmp_path):
     assert full.optimizer.param_groups[0]["lr"] == resumed.optimizer.param_groups[0]["lr"]
     with open(tmp_path / "resumed" / "last_checkpoint") as f:
         assert f.read().strip() == "model_final.pth"
+    # iterations 6 and 7 ran twice (killed after 7, resumed from 5): metrics.jsonl keeps each iteration once
+    logged = [json.loads(line) for line in open(tmp_path / "resumed" / "metrics.jsonl")]
+    assert [r["iteration"] for r in logged] == list(range(1, 11))
+    reference = [json.loads(line) for line in open(tmp_path / "full" / "metrics.jsonl")]
+    assert [r["total_loss"] for r in logged] == [r["total_loss"] for r in reference]
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

@@ -57,7 +57,8 @@ def train(args) -> int:
     import torch
 
     from detection.config import dump_config
-    from detection.engine.checkpoint import Checkpointer, atomic_write_text, load_model_weights, write_json
+    from detection.engine.checkpoint import (Checkpointer, atomic_write_text, load_model_weights,
+                                             remove_stale_temporaries, write_json)
     from detection.engine.distributed import get_world_size, is_main_process, synchronize, weights_match_rank0
     from detection.engine.inference import inference_on_dataset
     from detection.engine.launch import ToolError, load_config_from_args, setup_run
@@ -73,6 +74,8 @@ def train(args) -> int:
     _check_output_dir(output_dir, args.resume)
     device = setup_run(cfg, output_dir, distributed=int(os.environ.get("WORLD_SIZE", "1")) > 1)
     main = is_main_process()
+    if main:
+        remove_stale_temporaries(output_dir)  # left by writes a kill interrupted
     task = get_task(cfg)
     model = task.build_model(cfg).to(device)
     if args.weights:

@@ -17,7 +17,7 @@ from torch.utils.data import BatchSampler, DataLoader
 
 from detection.data.coco import load_coco
 from detection.data.dataset import DetectionDataset
-from detection.data.records import DetectionRecords, ReadStats, filter_empty_records
+from detection.data.records import DatasetError, DetectionRecords, ReadStats, filter_empty_records
 from detection.data.samplers import GroupedBatchSampler, InferenceSampler, SkipBatches, TrainingSampler
 from detection.data.voc import load_voc
 from detection.utils.seed import worker_init_fn
@@ -75,7 +75,7 @@ def _join(parts: Sequence[DetectionRecords], name: str) -> DetectionRecords:
     first = parts[0]
     for p in parts[1:]:
         if p.class_names != first.class_names:
-            raise ValueError(f"{name}: the joined sets have different class lists: {first.class_names} vs "
+            raise DatasetError(f"{name}: the joined sets have different class lists: {first.class_names} vs "
                              f"{p.class_names}")
     stats = ReadStats()
     for p in parts:
@@ -102,14 +102,14 @@ def build_detection_records(cfg, is_train: bool) -> DetectionRecords:
     sets = data.TRAIN_SETS if is_train else data.TEST_SET
     sets = [sets] if isinstance(sets, str) else list(sets)
     if not sets:
-        raise ValueError(f"DATA.{'TRAIN_SETS' if is_train else 'TEST_SET'} is empty")
+        raise DatasetError(f"DATA.{'TRAIN_SETS' if is_train else 'TEST_SET'} is empty")
     root = os.path.expanduser(data.ROOT)
     classes = tuple(data.CLASSES)
     check, skip = bool(data.CHECK_IMAGES), bool(data.SKIP_BAD_IMAGES)
     split_name = "train" if is_train else "test"
     if data.FORMAT == "voc":
         if not classes:
-            raise ValueError("DATA.CLASSES is empty: a VOC-layout dataset has no class list of its own; set "
+            raise DatasetError("DATA.CLASSES is empty: a VOC-layout dataset has no class list of its own; set "
                              "DATA.CLASSES")
         out = load_voc(root, sets, classes, check_images=check, skip_bad_images=skip,
                        name=f"VOC {'+'.join(sets)} ({split_name})")
@@ -121,7 +121,7 @@ def build_detection_records(cfg, is_train: bool) -> DetectionRecords:
                                    skip_bad_images=skip, name=f"COCO {entry} ({split_name})"))
         out = _join(parts, f"COCO {'+'.join(sets)} ({split_name})")
     else:
-        raise ValueError(f"DATA.FORMAT {data.FORMAT!r} has no detection reader (expected 'voc' or 'coco')")
+        raise DatasetError(f"DATA.FORMAT {data.FORMAT!r} has no detection reader (expected 'voc' or 'coco')")
     if is_train and data.FILTER_EMPTY:
         kept = filter_empty_records(out.records, use_difficult=bool(cfg.TRAIN.USE_DIFFICULT), use_crowd=False,
                                     name=f"{data.FORMAT} {'+'.join(sets)}")
@@ -129,7 +129,7 @@ def build_detection_records(cfg, is_train: bool) -> DetectionRecords:
         out.stats.images = len(kept)
         out.records = kept
     if not out.records:
-        raise ValueError(f"no images left in {data.FORMAT} sets {sets} under {root} ({out.stats.summary()})")
+        raise DatasetError(f"no images left in {data.FORMAT} sets {sets} under {root} ({out.stats.summary()})")
     return out
 
 
