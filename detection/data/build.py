@@ -20,6 +20,7 @@ from detection.data.dataset import DetectionDataset
 from detection.data.records import DatasetError, DetectionRecords, ReadStats, filter_empty_records
 from detection.data.samplers import GroupedBatchSampler, InferenceSampler, SkipBatches, TrainingSampler
 from detection.data.voc import load_voc
+from detection.engine.distributed import shared_random_seed
 from detection.utils.seed import worker_init_fn
 
 logger = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ def build_detection_train_loader(cfg, dataset: Optional[DetectionDataset] = None
                                  world_size: Optional[int] = None, start_iter: int = 0) -> DataLoader:
     """An endless DataLoader of training batches ``(list[Tensor[3,H,W]], list[target dict])``; use ``iter()``
     and ``next()``. Reads TRAIN.IMS_PER_BATCH (per process), DATA.NUM_WORKERS, DATA.ASPECT_RATIO_GROUPING,
-    RNG_SEED (< 0: unseeded). rank/world_size default to torch.distributed's (or 0/1).
+    RNG_SEED (< 0: unseeded, the sampler seed drawn on rank 0 and shared). rank/world_size default to torch.distributed's (or 0/1).
 
     With a seed, every sample's augmentation is seeded from its position in the stream and ``start_iter``
     skips the batches already trained on, so a resumed run sees exactly the batches (augmentation included) of
@@ -168,7 +169,7 @@ def build_detection_train_loader(cfg, dataset: Optional[DetectionDataset] = None
         dataset = build_detection_dataset(cfg, is_train=True)
     rank, world_size = _dist_rank_world(rank, world_size)
     seed = _seed(cfg)
-    base = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+    base = int(seed) if seed is not None else shared_random_seed()  # one stream for all ranks: disjoint shards
     sampler = TrainingSampler(len(dataset), shuffle=True, seed=base, rank=rank, world_size=world_size,
                               sample_seeds=seed is not None)
     batch_size = int(cfg.TRAIN.IMS_PER_BATCH)

@@ -218,9 +218,12 @@ def _rank_world(rank, world_size):
 
 
 def train_seed(cfg) -> int:
-    """The training sampler's seed: RNG_SEED, or a fresh one when it is negative."""
+    """The training sampler's seed: RNG_SEED, or when it is negative a fresh one drawn on rank 0 and shared by
+    every process (so their shards stay disjoint)."""
+    from detection.engine.distributed import shared_random_seed
+
     seed = _seed(cfg)
-    return int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+    return int(seed) if seed is not None else shared_random_seed()
 
 
 def _loader(dataset, batch_sampler, num_workers: int, seed: int) -> DataLoader:

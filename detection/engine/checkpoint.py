@@ -2,8 +2,9 @@
 
 A checkpoint is a dict of plain containers and tensors only (so `torch.load(..., weights_only=True)` reads it):
 `model`, `optimizer`, `scheduler` state dicts, `iteration` (number of finished iterations), `rng` (torch, CUDA,
-numpy and Python random states as tensors / lists), `config` (the resolved config as a YAML string), `extra`
-(plain values: class names, the best evaluation so far, ...; `Checkpointer.extra` is saved and restored).
+numpy and Python random states as tensors / lists, of rank 0), `rng_per_rank` (multi-process runs: every rank's
+`rng`, by rank; each rank restores its own), `config` (the resolved config as a YAML string), `extra` (plain
+values: class names, the best evaluation so far, ...; `Checkpointer.extra` is saved and restored).
 """
 import errno
 import json
@@ -16,6 +17,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
+
+from detection.engine.distributed import get_rank, get_world_size
 
 logger = logging.getLogger(__name__)
 
@@ -150,8 +153,12 @@ class Checkpointer:
         self.save_to_disk = save_to_disk
         self.config_text = config_text
 
-    def save(self, name: str, iteration: int, extra: Optional[Dict[str, Any]] = None, tag_last: bool = True) -> str:
-        """Write `<output_dir>/<name>.pth` atomically and point `last_checkpoint` at it (when tag_last)."""
+    def save(self, name: str, iteration: int, extra: Optional[Dict[str, Any]] = None, tag_last: bool = True,
+             rng_per_rank: Optional[List[Dict[str, Any]]] = None) -> str:
+        """Write `<output_dir>/<name>.pth` atomically and point `last_checkpoint` at it (when tag_last).
+
+        rng_per_rank: every process's `get_rng_states()` by rank (gathered by the caller on all ranks), so that a
+        resumed multi-process run restores each rank's own streams."""
         path = os.path.join(self.output_dir, f"{name}.pth")
         if not self.save_to_disk:
             return path
@@ -162,6 +169,8 @@ class Checkpointer:
             "config": self.config_text,
             "extra": {**self.extra, **(extra or {})},
         }
+        if rng_per_rank is not None and len(rng_per_rank) > 1:
+            state["rng_per_rank"] = list(rng_per_rank)
         if self.optimizer is not None:
             state["optimizer"] = self.optimizer.state_dict()
         if self.scheduler is not None:
@@ -171,6 +180,21 @@ class Checkpointer:
             atomic_write_text(os.path.join(self.output_dir, LAST_CHECKPOINT), os.path.basename(path) + "\n")
         logger.info("saved checkpoint %s (iteration %d)", path, iteration)
         return path
+
+    def _restore_rng(self, state: Dict[str, Any], path: str) -> None:
+        """This rank's RNG states from `rng_per_rank` (or `rng` in a one-process run). After a change of the
+        number of processes only rank 0 gets its streams back (the others keep their seeding), with a warning."""
+        rank, world = get_rank(), get_world_size()
+        per_rank = state.get("rng_per_rank") or ([state["rng"]] if "rng" in state else [])
+        if len(per_rank) == world:
+            set_rng_states(per_rank[rank])
+            return
+        if per_rank and rank == 0:
+            set_rng_states(per_rank[0])
+        if per_rank:
+            logger.warning("%s holds the RNG states of %d process(es), this run has %d: ranks other than 0 do not "
+                           "continue their random streams, so the run differs from an uninterrupted one", path,
+                           len(per_rank), world)
 
     def last_checkpoint(self) -> Optional[str]:
         """The path `last_checkpoint` points to, or None when there is no pointer."""
@@ -200,8 +224,7 @@ class Checkpointer:
                 self.optimizer.load_state_dict(state["optimizer"])
             if self.scheduler is not None and "scheduler" in state:
                 self.scheduler.load_state_dict(state["scheduler"])
-            if "rng" in state:
-                set_rng_states(state["rng"])
+            self._restore_rng(state, path)
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"cannot resume from {path}: its optimizer, schedule or RNG state does not fit "

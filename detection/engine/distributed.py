@@ -42,6 +42,24 @@ def synchronize() -> None:
         dist.barrier()
 
 
+def all_gather_object(obj) -> list:
+    """[obj of rank 0, obj of rank 1, ...] on every process (picklable objects); [obj] when not distributed."""
+    if not is_distributed() or get_world_size() == 1:
+        return [obj]
+    gathered = [None] * get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def shared_random_seed() -> int:
+    """A fresh random seed in [0, 2**31 - 1), drawn from torch's RNG on rank 0 and broadcast: every process gets
+    the same one (a training sampler seeded per process would give the ranks overlapping shards)."""
+    seed = [int(torch.randint(0, 2**31 - 1, ()).item())]
+    if is_distributed() and get_world_size() > 1:
+        dist.broadcast_object_list(seed, src=0)
+    return int(seed[0])
+
+
 def reduce_mean(values: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Average a dict of scalar tensors over all processes (for logging); identity when not distributed."""
     if not is_distributed() or get_world_size() == 1:

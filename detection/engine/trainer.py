@@ -12,8 +12,8 @@ from typing import Callable, Dict, Iterator, List, Optional
 import torch
 from tqdm import tqdm
 
-from detection.engine.checkpoint import Checkpointer, atomic_write_text
-from detection.engine.distributed import any_process, is_main_process, reduce_mean
+from detection.engine.checkpoint import Checkpointer, atomic_write_text, get_rng_states
+from detection.engine.distributed import all_gather_object, any_process, get_world_size, is_main_process, reduce_mean
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,8 @@ class Trainer:
 
     def _snapshot(self, iteration: int, name: Optional[str] = None) -> None:
         name = name or f"model_{iteration:07d}"
-        path = self.checkpointer.save(name, iteration)
+        rng = all_gather_object(get_rng_states()) if get_world_size() > 1 else None  # on every rank
+        path = self.checkpointer.save(name, iteration, rng_per_rank=rng)
         self.last_good_checkpoint = path
 
     def _evaluate(self, done: int, board: "_TensorBoard") -> None:
