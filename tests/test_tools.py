@@ -75,6 +75,11 @@ def test_train_net_writes_checkpoints_metrics_and_evaluation(trained):
     assert iters == [1, 20, 40, 60, 80, 100, 120]
     assert all(np.isfinite(r["total_loss"]) and set(r) >= {"loss_rpn_cls", "loss_cls", "lr"} for r in records)
     assert records[-1]["total_loss"] < 0.5 * records[0]["total_loss"] and records[-1]["loss_rpn_cls"] > 0
+    from test_engine import read_scalars  # the README's promise: TensorBoard event files in OUTPUT_DIR/tensorboard
+
+    for tag in ("total_loss", "loss_cls", "lr"):
+        logged = read_scalars(os.path.join(out, "tensorboard"), tag)
+        assert logged == [(r["iteration"], pytest.approx(r[tag])) for r in records], tag
     state = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)
     assert state["iteration"] == 120 and state["extra"]["class_names"] == CLASSES
     assert "optimizer" in state and "scheduler" in state and "rng" in state

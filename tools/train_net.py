@@ -6,7 +6,7 @@
 
 Writes into OUTPUT_DIR: config.yaml (the resolved config), log.txt, model_summary.txt, metrics.jsonl,
 model_<iter>.pth every TRAIN.SNAPSHOT_ITERS, model_final.pth, last_checkpoint, model_best.pth (best periodic
-evaluation), tensorboard/ (when installed), and the final evaluation under inference/ (skip with --skip-eval).
+evaluation), tensorboard/ (event files), and the final evaluation under inference/ (skip with --skip-eval).
 --resume continues from OUTPUT_DIR's last_checkpoint exactly where it stopped (model, optimizer, schedule, RNG and
 data order). Without --resume an OUTPUT_DIR that already holds a run is refused, so nothing is overwritten.
 Exit codes: 0 done, 1 training stopped (non-finite loss), 2 bad arguments / config / input.

@@ -32,7 +32,8 @@ def move_to_device(images: List[torch.Tensor], targets: Optional[List[Dict]], de
 
 
 class _TensorBoard:
-    """TensorBoard event files when the optional `tensorboard` package is installed; otherwise nothing."""
+    """TensorBoard event files in `log_dir` (`tensorboard` is a pinned requirement; without it, a log line and
+    nothing else)."""
 
     def __init__(self, log_dir: str, enabled: bool, purge_step: Optional[int] = None):
         self.writer = None
