@@ -205,6 +205,19 @@ def test_full_disk_while_saving_a_checkpoint(data_root, tmp_path, capsys, monkey
     assert info.value.errno == errno.ENOSPC
 
 
+def test_full_disk_while_logging_metrics(data_root, tmp_path, capsys, monkeypatch):
+    from detection.engine.trainer import Trainer
+
+    def no_space(self, record):
+        path = os.path.join(self.output_dir, "metrics.jsonl")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    monkeypatch.setattr(Trainer, "_write_metrics", no_space)
+    cfg = write_cfg(tmp_path / "cfg.yaml", data_root, tmp_path / "out")
+    err = one_line_error(capsys, train_tool.main, ["--cfg", cfg, *FAST])
+    assert err == f"error: disk full while writing {tmp_path / 'out' / 'metrics.jsonl'}"
+
+
 def test_resume_removes_the_temporary_files_of_interrupted_writes(finished_run, data_root, tmp_path):
     cfg, out = copy_run(finished_run, data_root, tmp_path)
     stale = [out / "model_0000002.pth.k3j_x9qa.tmp", out / "last_checkpoint.0a1b2c3d.tmp"]
