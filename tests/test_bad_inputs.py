@@ -27,7 +27,7 @@ FAST = ["--no-progress", "--skip-eval", "--set", "SOLVER.MAX_ITER", "2", "SOLVER
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    from detection.data.synthetic import DetectionParams, generate_detection_dataset
+    from detection.datasets.synthetic import DetectionParams, generate_detection_dataset
 
     out = tmp_path_factory.mktemp("bad_inputs") / "synthetic"
     generate_detection_dataset(str(out), DetectionParams(num_train=4, num_test=2, width=96, height=80,

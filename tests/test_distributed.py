@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.slow
 def test_two_process_gloo_training_keeps_identical_weights(tmp_path):
-    from detection.data.synthetic import DetectionParams, generate_detection_dataset
+    from detection.datasets.synthetic import DetectionParams, generate_detection_dataset
 
     data = tmp_path / "data"
     generate_detection_dataset(str(data), DetectionParams(num_train=8, num_test=3, width=160, height=128,
@@ -42,6 +42,33 @@ def test_two_process_gloo_training_keeps_identical_weights(tmp_path):
     assert not (out / "model_final.pth.rank1").exists()  # rank 0 alone writes checkpoints
 
 
+def test_a_single_process_torchrun_launch_joins_a_process_group(monkeypatch):
+    # torchrun --nproc_per_node 1 is still a DDP run (torchvision's reference rule): on a GPU that is what makes
+    # tools/gpu_check.sh's torchrun step exercise nccl. Here with gloo, in this process.
+    import socket
+
+    import torch.distributed as dist
+
+    from detection.engine.distributed import get_world_size, init_distributed, is_distributed, launched_by_torchrun
+
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    assert not launched_by_torchrun() and init_distributed("cpu") is False and not is_distributed()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k, v in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(k, v)
+    assert launched_by_torchrun()
+    try:
+        assert init_distributed("cpu") is True
+        assert is_distributed() and get_world_size() == 1 and dist.get_backend() == "gloo"
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 KILLER = """import os, signal, sys
 sys.path.insert(0, {tools!r})
 import train_net
@@ -66,7 +93,7 @@ sys.exit(train_net.main())
 def test_two_process_kill_and_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
     """Rank 0 is SIGKILLed at iteration 4 (checkpoint at 3); the resumed 2-process run restores each rank's own
     RNG streams (the RPN and RoI samplers draw from them) and must end bit-identical to an uninterrupted run."""
-    from detection.data.synthetic import DetectionParams, generate_detection_dataset
+    from detection.datasets.synthetic import DetectionParams, generate_detection_dataset
 
     data = tmp_path / "data"
     generate_detection_dataset(str(data), DetectionParams(num_train=8, num_test=2, width=96, height=80,

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Union
 from torch import Tensor, nn
 
 from detection.modeling.anchors import AnchorGenerator
+from detection.modeling.build import META_ARCHITECTURES
 from detection.modeling.preprocess import ImagePreprocessor
 from detection.modeling.roi_heads import RoIHeads
 from detection.modeling.rpn import RegionProposalNetwork, RPNHead
@@ -35,23 +36,30 @@ class FasterRCNN(nn.Module):
         self.rpn = rpn
         self.roi_heads = roi_heads
 
-    def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None
+    def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None, *,
+                test_min_size: Optional[int] = None, final_nms: bool = True
                 ) -> Union[Dict[str, Tensor], List[Dict[str, Tensor]]]:
+        """Training: the loss dict. Eval: detections per image; `test_min_size` overrides the test resize's
+        shortest side and `final_nms=False` returns every score-thresholded candidate (test-time augmentation)."""
         if self.training and targets is None:
             raise ValueError("FasterRCNN needs targets in training mode")
-        batch = self.preprocess(images, targets if self.training else None)
+        batch = self.preprocess(images, targets if self.training else None, test_min_size=test_min_size)
         features = self.backbone(batch.images)
         proposals, valid, rpn_losses = self.rpn(features, batch.image_sizes, batch.gt_boxes, batch.gt_labels,
                                                 batch.scales)
         detections, roi_losses = self.roi_heads(features, proposals, valid, batch.image_sizes, batch.gt_boxes,
-                                                batch.gt_labels)
+                                                batch.gt_labels, final_nms=final_nms)
         if self.training:
             return {**rpn_losses, **roi_losses}
         return self.preprocess.postprocess(detections, batch)
 
 
-def build_faster_rcnn(cfg) -> FasterRCNN:
-    """FasterRCNN from the config (MODEL.*, TRAIN.*, TEST.*, anchors, pooling, pixel statistics)."""
+@META_ARCHITECTURES.register("faster_rcnn")
+def build_faster_rcnn(cfg, num_classes: Optional[int] = None) -> FasterRCNN:
+    """FasterRCNN from the config (MODEL.*, TRAIN.*, TEST.*, anchors, pooling, pixel statistics).
+
+    num_classes: K + 1 (background included), resolved by the caller (the detection task reads COCO categories
+    when DATA.CLASSES is []); None = MODEL.NUM_CLASSES, else len(DATA.CLASSES) + 1."""
     from detection.config import resolve_num_classes
     from detection.modeling.backbone import build_backbone_from_config
 
@@ -76,7 +84,7 @@ def build_faster_rcnn(cfg) -> FasterRCNN:
     else:
         box_head, head_channels = bb.head, bb.head_channels
     roi_heads = RoIHeads(
-        box_head, head_channels, resolve_num_classes(cfg), pooler_size,
+        box_head, head_channels, num_classes or resolve_num_classes(cfg), pooler_size,
         spatial_scale=1.0 / cfg.FEAT_STRIDE, pooling_mode=cfg.POOLING_MODE,
         sampling_ratio=cfg.POOLING_SAMPLING_RATIO, aligned=cfg.POOLING_ALIGNED,
         class_agnostic=cfg.MODEL.CLASS_AGNOSTIC_BBOX_REG, batch_size_per_image=tr.BATCH_SIZE,

@@ -12,7 +12,34 @@ from torch import Tensor, nn
 from detection.modeling.anchors import AnchorGenerator
 from detection.modeling.box_coder import BoxCoder, box_sides_at_least, clip_boxes
 from detection.modeling.sampling import BalancedSampler, Matcher, rank_in_group
-from detection.ops import batched_nms, box_iou
+from detection.ops import batched_nms, box_iou, nms
+
+# CUDA NMS builds an N x ceil(N / 64) uint64 mask (16 images x 12,000 boxes in one call: 4.6 GB). Above this many
+# boxes in a batch (a 128 MiB mask), proposal NMS on CUDA runs image by image instead of in one call.
+CUDA_NMS_MAX_BOXES = 32768
+
+
+def proposal_nms(boxes: Tensor, scores: Tensor, image_idx: Tensor, iou_threshold: float,
+                 max_boxes: Optional[int] = None) -> Tensor:
+    """NMS within each image of a batch: boxes of different images never suppress each other.
+
+    boxes [N, 4] xyxy, scores [N], image_idx [N] int64 in non-decreasing order (image-major). Returns int64 indices
+    of the kept boxes, each image's in decreasing score order. Up to `max_boxes` boxes (default: unbounded on the
+    CPU, CUDA_NMS_MAX_BOXES on CUDA) go through one batched_nms call; more run one `nms` per image (B small
+    syncs), which bounds the CUDA mask by the largest image's boxes.
+    """
+    n = boxes.shape[0]
+    if max_boxes is None:
+        max_boxes = CUDA_NMS_MAX_BOXES if boxes.is_cuda else n
+    if n <= max_boxes:
+        return batched_nms(boxes, scores, image_idx, iou_threshold)
+    counts = torch.bincount(image_idx).tolist()
+    kept, start = [], 0
+    for count in counts:  # per image, not per box
+        if count:
+            kept.append(nms(boxes[start:start + count], scores[start:start + count], iou_threshold) + start)
+        start += count
+    return torch.cat(kept)
 
 
 class RPNHead(nn.Module):
@@ -112,7 +139,7 @@ class RegionProposalNetwork(nn.Module):
         keep = box_sides_at_least(boxes, min_size)  # [B, k]
         image_idx = torch.arange(b, device=boxes.device)[:, None].expand(b, k)[keep]
         boxes, scores = boxes[keep], scores[keep]
-        kept = batched_nms(boxes, scores, image_idx, self.nms_thresh[mode])  # sorted by decreasing score
+        kept = proposal_nms(boxes, scores, image_idx, self.nms_thresh[mode])  # by decreasing score per image
         image_idx = image_idx[kept]
         rank = rank_in_group(image_idx)
         sel = rank < self.post_nms_top_n[mode]

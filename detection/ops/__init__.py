@@ -1,11 +1,17 @@
-"""Python face of the compiled ops, a drop-in for the matching torchvision.ops functions.
+"""Python face of the compiled ops (a drop-in for the matching torchvision.ops functions), box utilities and the
+one image resize (resize.py) that the models and the classification loader share.
+
+Owns stateless tensor operations. Must not import ``detection.modeling``, ``detection.data``,
+``detection.evaluation`` or ``detection.engine``.
 
 `DETECTION_OPS=torchvision` selects torchvision.ops instead of the compiled `detection._C`.
 """
 from detection.ops._backend import BACKEND
+from detection.ops.async_errors import check_async_errors
 from detection.ops.boxes import box_area, box_iou
 from detection.ops.nms import batched_nms, nms
 from detection.ops.roi_align import RoIAlign, roi_align
 from detection.ops.roi_pool import RoIPool, roi_pool
 
-__all__ = ["BACKEND", "box_area", "box_iou", "nms", "batched_nms", "roi_align", "RoIAlign", "roi_pool", "RoIPool"]
+__all__ = ["BACKEND", "box_area", "box_iou", "nms", "batched_nms", "roi_align", "RoIAlign", "roi_pool", "RoIPool",
+           "check_async_errors"]
