@@ -3,11 +3,13 @@
     picture, tensor = as_model_input(x)     # uint8 [H, W, 3] RGB numpy, float32 [3, H, W] RGB 0..1 torch
 
 Accepted (anything else is an `InputError` naming the input and what to pass instead):
-- a path (str or os.PathLike): decoded by OpenCV (detection.data.image_io.read_image_rgb: grey is replicated,
-  alpha dropped, 16-bit scaled to 8 bits); a missing or undecodable file is an ImageReadError naming it;
+- a path (str or os.PathLike): decoded by OpenCV (detection.data.image_io.read_image_rgb: turned upright by its
+  EXIF orientation, grey replicated, alpha dropped, 16-bit scaled to 8 bits); a missing, undecodable or corrupt
+  file is an ImageReadError naming it;
 - a numpy array [H, W, 3] RGB (channels last), also [H, W] / [H, W, 1] grey (replicated to RGB) and
   [H, W, 4] RGBA (alpha dropped); dtype uint8 (0..255), uint16 (0..65535) or float (0..1);
-- a PIL image of any mode (converted with .convert("RGB"); 16-bit and 32-bit grey are scaled from 0..65535);
+- a PIL image of any mode (turned upright by its EXIF orientation like a path, converted with .convert("RGB");
+  16-bit and 32-bit grey are scaled from 0..65535);
 - a torch tensor [3, H, W] (the model contract) or [1, H, W] grey, float in 0..1 or uint8.
 """
 from __future__ import annotations
@@ -67,6 +69,9 @@ def _from_array(a: np.ndarray, what: str) -> np.ndarray:
 
 
 def _from_pil(img, what: str) -> np.ndarray:
+    from PIL import ImageOps
+
+    img = ImageOps.exif_transpose(img)  # upright, as paths are read (detection.data.image_io)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey PNG/TIFF (PIL reads some as 32-bit 'I')
         a = np.asarray(img).astype(np.float32)
         return _from_array(np.clip(a / 65535.0, 0.0, 1.0), what)
