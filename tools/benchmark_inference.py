@@ -145,7 +145,8 @@ def bench(name: str, threads: int, repeats: int, tmp: str) -> dict:
         with torch.no_grad():
             return dict(zip(("boxes", "scores", "labels"), program(img)))
 
-    variants = {"eager": eager, "fast": fast_run, "program": program_run, "onnxruntime": lambda img: run_onnx(session, img)}
+    variants = {"eager": eager, "fast": fast_run, "program": program_run,
+                "onnxruntime": lambda img: run_onnx(session, img)}
     refs = [eager(img) for img in images]  # also the warm-up
     diffs = {}
     for key, fn in list(variants.items())[1:]:

@@ -6,9 +6,9 @@
 PATH: an image, a folder (its images, sorted) or a glob ('photos/*.jpg', quote it). --weights defaults to
 OUTPUT_DIR's last checkpoint (a model complete from pretrained weights, e.g. configs/imagenet_mobilenet_v2.yaml,
 needs none). Writes <output>/<image name>.jpg with boxes, class names and scores drawn, and
-<output>/detections.json. Works on CPU; --fast folds BatchNorm into the convolutions (detection/export/fast.py). The images go through
-detection.api.Predictor (what `detection.load` returns). An unreadable image is reported and skipped (exit code
-1 at the end).
+<output>/detections.json. Works on CPU; --fast folds BatchNorm into the convolutions (detection/export/fast.py).
+The images go through detection.api.Predictor (what `detection.load` returns). An unreadable image is reported and
+skipped (exit code 1 at the end).
 Exit codes: 0 done, 1 some images could not be read, 2 bad arguments / config / no images found.
 """
 from __future__ import annotations

@@ -7,7 +7,8 @@ A BatchNorm applied to a convolution's output with fixed statistics is y = (W x 
 channel. The folded weights are computed in float64 and stored in the conv's dtype; the BatchNorm becomes
 nn.Identity. Pairs are found where the order conv -> BN is certain: consecutive children of an nn.Sequential
 (torchvision's Conv2dNormActivation, MobileNetV2's blocks, the toolkit's ResNet stem, downsample branches) and
-torchvision ResNet blocks' (conv1, bn1), (conv2, bn2), (conv3, bn3) (and a whole torchvision ResNet's stem). Only for inference: the folded model must not be trained.
+torchvision ResNet blocks' (conv1, bn1), (conv2, bn2), (conv3, bn3) (and a whole torchvision ResNet's stem).
+Only for inference: the folded model must not be trained.
 """
 from __future__ import annotations
 
