@@ -92,6 +92,50 @@ def test_torch_export_program_reproduces_eager_detections_in_a_fresh_process(tmp
         assert c.ok and c.count_reference > 0, str(c)
 
 
+def _nms_case(n=300, seed=0):
+    """Random boxes of 80 classes up to 1333 px, plus class-79 pairs whose IoU is a hair above 0.5: the
+    coordinate-offset trick (class * (max + 1) added to the boxes) rounds them and keeps other boxes."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand((2000, 2), generator=g) * 1200
+    random = torch.cat([xy, xy + 20 + torch.rand((2000, 2), generator=g) * 300], 1).clamp(max=1333)
+    side = 100 + torch.rand(n, generator=g, dtype=torch.float64) * 50
+    x1, y1 = (torch.rand(n, generator=g, dtype=torch.float64) * 1000 for _ in range(2))
+    dx = side * (1 - (0.5 + 1e-6)) / (1 + 0.5 + 1e-6)
+    a = torch.stack([x1, y1, x1 + side, y1 + side], 1)
+    b = torch.stack([x1 + dx, y1, x1 + dx + side, y1 + side], 1)
+    boxes = torch.cat([random, a.float(), b.float()])
+    scores = torch.cat([torch.rand(2000, generator=g), torch.full((n,), 0.9), torch.full((n,), 0.8)])
+    labels = torch.cat([torch.randint(0, 80, (2000,), generator=g), torch.full((2 * n,), 79)])
+    return boxes, scores, labels
+
+
+def test_the_graphs_batched_nms_is_detection_ops_batched_nms_at_any_scale(tmp_path):
+    """The exported per-class NMS (quadrants, one call per four classes) keeps exactly batched_nms's boxes in its
+    order, eagerly, in onnxruntime and as a program, where the offset trick would not."""
+    from detection.export.symbolics import OPSET, register_onnx_symbolics
+    from detection.export.traceable import _batched_nms
+    from detection.ops import batched_nms, nms
+
+    class Net(torch.nn.Module):
+        def forward(self, boxes, scores, labels):
+            return _batched_nms(boxes, scores, labels, 0.5, 80)
+
+    boxes, scores, labels = _nms_case()
+    ref = batched_nms(boxes, scores, labels, 0.5)
+    offset = nms(boxes + (labels.to(boxes) * (boxes.max() + 1))[:, None], scores, 0.5)
+    assert len(offset) != len(ref)  # the case tells the two apart
+    assert torch.equal(Net()(boxes, scores, labels), ref)
+    register_onnx_symbolics()
+    path = str(tmp_path / "nms.onnx")
+    torch.onnx.export(Net(), (boxes[:500], scores[:500], labels[:500]), path, dynamo=False, opset_version=OPSET,
+                      input_names=["b", "s", "l"], dynamic_axes={"b": {0: "n"}, "s": {0: "n"}, "l": {0: "n"}})
+    out = onnx_session(path).run(None, {"b": boxes.numpy(), "s": scores.numpy(), "l": labels.numpy()})[0]
+    np.testing.assert_array_equal(out, ref.numpy())
+    program = torch.export.export(Net(), (boxes[:500], scores[:500], labels[:500]), dynamic_shapes=(
+        {0: torch.export.Dim("n", min=2)},) * 3).module()
+    assert torch.equal(program(boxes, scores, labels), ref)
+
+
 @pytest.mark.parametrize("overrides", [["POOLING_MODE", "pool"],
                                        ["POOLING_ALIGNED", "False", "MODEL.CLASS_AGNOSTIC_BBOX_REG", "True"]],
                          ids=["roi_pool", "legacy_roi_align_class_agnostic"])

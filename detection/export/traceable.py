@@ -163,10 +163,7 @@ class DetectorExport(nn.Module):
             min_size = min_size * scale.to(torch.float32)
         keep = box_sides_at_least(boxes, min_size)
         boxes, scores = boxes[keep], scores[keep]
-        if len(levels) > 1:  # batched_nms over levels (groups never suppress each other)
-            kept = _batched_nms(boxes, scores, torch.cat(level_l)[keep], self.rpn_nms_thresh)
-        else:
-            kept = nms(boxes, scores, self.rpn_nms_thresh)
+        kept = _batched_nms(boxes, scores, torch.cat(level_l)[keep], self.rpn_nms_thresh, len(levels))
         return boxes[kept[: self.post_nms_top_n]]
 
     # -- RoI heads -------------------------------------------------------------------------------------------------
@@ -209,7 +206,7 @@ class DetectorExport(nn.Module):
         labels = torch.arange(1, c, device=scores.device)[None].expand_as(scores)
         keep = (scores > heads.score_thresh) & box_sides_at_least(boxes, self.min_box_size)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        kept = _batched_nms(boxes, scores, labels, heads.nms_thresh)[: heads.detections_per_image]
+        kept = _batched_nms(boxes, scores, labels - 1, heads.nms_thresh, k)[: heads.detections_per_image]
         reported = getattr(heads, "reported_classes", None)
         if reported is not None:  # placeholder classes dropped after the top-k, as the RoI heads do
             kept = kept[reported[labels[kept]]]
@@ -235,12 +232,33 @@ def _clip(boxes: Tensor, size: Tensor) -> Tensor:
     return torch.minimum(boxes.clamp(min=0), hi)
 
 
-def _batched_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou: float) -> Tensor:
-    """detection.ops.batched_nms (class offsets) with its empty-input branch in the graph: the 0 keeps max()
-    defined with no boxes (boxes are clipped to >= 0, so the offsets are the eager ones)."""
-    top = torch.cat([boxes.reshape(-1), boxes.new_zeros(1)]).max()
-    offsets = groups.to(boxes) * (top + torch.tensor(1).to(boxes))
-    return nms(boxes + offsets[:, None], scores, iou)
+def _batched_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou: float, num_groups: int) -> Tensor:
+    """detection.ops.batched_nms for groups in 0..num_groups-1, with a loop the graph can hold: exactly one NMS
+    per group, four groups per `nms` call mirrored into the four quadrants (x -> -x and/or y -> -y: exact, every
+    IoU unchanged, boxes of different quadrants never intersect), one call per four groups whether or not they
+    have boxes. Boxes must be >= 0 (they are clipped) and iou >= 0, as batched_nms's quadrant rule asks.
+    Returns indices by decreasing score, equal scores by lower index: batched_nms's order."""
+    if num_groups == 1:
+        return nms(boxes, scores, iou)
+    index = torch.arange(scores.shape[0], device=scores.device)
+    kept = []
+    for chunk in range((num_groups + 3) // 4):
+        sel = torch.where(groups // 4 == chunk)[0]
+        b, quadrant = boxes[sel], groups[sel] % 4
+        x = torch.where((quadrant % 2 == 1)[:, None], -b[:, 0::2].flip(1), b[:, 0::2])  # mirrored: -x2, -x1
+        y = torch.where((quadrant >= 2)[:, None], -b[:, 1::2].flip(1), b[:, 1::2])
+        mirrored = torch.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], dim=1)
+        kept.append(index[sel][nms(mirrored, scores[sel], iou)])
+    keep = torch.cat(kept).sort().values  # index order, so that equal scores resolve by index
+    return keep[_descending(scores[keep])]
+
+
+def _descending(scores: Tensor) -> Tensor:
+    """Indices sorting scores [N] by decreasing value, equal values by lower index (a stable sort). In the ONNX
+    graph a TopK over all N, whose ties are broken by the lower index (the ONNX rule)."""
+    if _tracing():
+        return scores.topk(torch._shape_as_tensor(scores)[0])[1]
+    return torch.sort(scores, descending=True, stable=True).indices
 
 
 class ClassifierExport(nn.Module):
