@@ -109,6 +109,7 @@ def _nms_case(n=300, seed=0):
     return boxes, scores, labels
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.onnx: the TorchScript-based exporter
 def test_the_graphs_batched_nms_is_detection_ops_batched_nms_at_any_scale(tmp_path):
     """The exported per-class NMS (quadrants, one call per four classes) keeps exactly batched_nms's boxes in its
     order, eagerly, in onnxruntime and as a program, where the offset trick would not."""
