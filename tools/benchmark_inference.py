@@ -1,14 +1,15 @@
 #!/usr/bin/env python
 """Per-image CPU latency of one detector four ways: eager, fast=True, the exported program (.pt2) and onnxruntime.
 
-  python tools/benchmark_inference.py [--models quickstart r50_c4 ...] [--threads 1] [--repeats 7]
+  python tools/benchmark_inference.py [--models quickstart r50_c4 ...] [--threads 1] [--repeats 5]
 
 Models (seeded weights: ImageNet trunks where the weight file is installed, otherwise random with the frozen
 BatchNorm statistics calibrated on one image so activations stay in range; random heads): `quickstart`
 (configs/quickstart.yaml: MobileNetV2 + MLP head, 240x320 images), `r50_c4` (configs/faster_rcnn_r50_c4_voc0712.yaml
 at a CPU-sized test scale: shortest side 480, 100 proposals), and `r50_fpn` when an FPN config exists
-(configs/*fpn*.yaml). Each variant runs on the same images in interleaved rounds after a warm-up; the table gives
-medians in ms and the ratio to eager, and each variant's largest box and score differences to eager's detections.
+(the first configs/faster_rcnn_r50_fpn*.yaml, at the same scale). Each variant runs on the same images in
+interleaved rounds after a warm-up; the table gives medians in ms and the ratio to eager, and each variant's largest
+box and score differences to eager's detections.
 torch and onnxruntime use --threads intra-op threads (1 by default: stable numbers on a shared machine).
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ MODELS = {
     "r50_c4": ("configs/faster_rcnn_r50_c4_voc0712.yaml",
                ["TEST.SCALES", "[480]", "TEST.MAX_SIZE", "640", "TEST.RPN_POST_NMS_TOP_N", "100"], (480, 640)),
 }
-_FPN = sorted(glob.glob(os.path.join(ROOT, "configs", "*fpn*.yaml")))
+_FPN = sorted(glob.glob(os.path.join(ROOT, "configs", "faster_rcnn_r50_fpn*.yaml")))
 if _FPN:
     MODELS["r50_fpn"] = (os.path.relpath(_FPN[0], ROOT),
                          ["TEST.SCALES", "[480]", "TEST.MAX_SIZE", "640", "TEST.RPN_POST_NMS_TOP_N", "100"],
@@ -75,7 +76,7 @@ def build(name: str):
     import torch
 
     from detection.config import load_config
-    from detection.modeling.build import build_model
+    from detection.engine.tasks import get_task
 
     cfg_path, overrides, (h, w) = MODELS[name]
     cfg = load_config(os.path.join(ROOT, cfg_path), overrides)
@@ -83,7 +84,7 @@ def build(name: str):
     if not pretrained:
         cfg.MODEL.BACKBONE.WEIGHTS = ""
     torch.manual_seed(0)
-    model = build_model(cfg).eval()
+    model = get_task(cfg).build_model(cfg).eval()
     images = [torch.rand((3, h, w), generator=torch.Generator().manual_seed(i)) for i in range(3)]
     if not pretrained:
         calibrate_frozen_batchnorm(model, images[0])
