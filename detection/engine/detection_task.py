@@ -76,11 +76,24 @@ class DetectionTask(Task):
     best_metric = "mAP"
 
     def build_model(self, cfg):
-        """Faster R-CNN; for COCO data with DATA.CLASSES [] and MODEL.NUM_CLASSES 0, DATA.CLASSES is first filled
-        in (in `cfg`) from the training JSON's categories, in id order, as the COCO reader orders them."""
+        """Faster R-CNN. With DATA.CLASSES [], DATA.CLASSES is first filled in (in `cfg`): from DATA.CLASSES_FROM
+        when set (e.g. torchvision's COCO list), else for COCO data with MODEL.NUM_CLASSES 0 from the training JSON's
+        categories, in id order, as the COCO reader orders them."""
+        if not cfg.DATA.CLASSES and cfg.DATA.CLASSES_FROM:
+            from detection.data.categories import named_class_list
+
+            cfg.DATA.CLASSES = named_class_list(cfg.DATA.CLASSES_FROM)
         if not cfg.DATA.CLASSES and not int(cfg.MODEL.NUM_CLASSES) and cfg.DATA.FORMAT == "coco":
             cfg.DATA.CLASSES = coco_category_names(cfg)
         return super().build_model(cfg)
+
+    def build_model_for_weights(self, cfg):
+        """The model that a full checkpoint or torchvision detector file is about to fill: its backbone is built
+        without MODEL.BACKBONE.WEIGHTS, so no ImageNet file is needed."""
+        from detection.modeling.backbone.base import backbone_weights_come_later
+
+        with backbone_weights_come_later():
+            return self.build_model(cfg)
 
     def build_train_data(self, cfg, model, start_iter=0):
         from detection.data.build import build_detection_dataset, build_detection_train_loader
