@@ -1,4 +1,4 @@
-"""Build `detection._C` (csrc C++ and, when asked or available, CUDA) and `detection.cython_ops`.
+"""Build `detection._C` (csrc C++ and, when asked or available, CUDA).
 
 Build with `pip install --no-build-isolation -e .` (isolation would fetch torch again).
 
@@ -66,9 +66,6 @@ def get_extensions():
     cuda_home = _find_cuda_home()
     if cuda_home:
         os.environ["CUDA_HOME"] = cuda_home  # before torch.utils.cpp_extension reads it
-    import numpy as np
-    from Cython.Build import cythonize
-    from setuptools import Extension
     from torch.utils.cpp_extension import CppExtension, CUDAExtension
 
     csrc = os.path.join("csrc")
@@ -97,15 +94,7 @@ def get_extensions():
         define_macros=define_macros,
         extra_compile_args=extra_compile_args,
     )
-    cython_ops = Extension(
-        "detection.cython_ops",
-        [os.path.join(csrc, "cython", "box_ops.pyx")],
-        include_dirs=[np.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=["-O3"],
-        language="c++",
-    )
-    return [ops] + cythonize([cython_ops], language_level=3, quiet=True)
+    return [ops]
 
 
 def _build_ext_class():

@@ -7,7 +7,7 @@ import torch
 
 from detection.modeling.anchors import AnchorGenerator, generate_base_anchors
 from detection.modeling.box_coder import BoxCoder, box_sides_at_least, clip_boxes
-from detection.modeling.sampling import BalancedSampler, Matcher, batched_box_iou, rank_in_group
+from detection.modeling.sampling import BalancedSampler, Matcher, rank_in_group
 from detection.ops import box_iou
 
 # py-faster-rcnn's generate_anchors() output for base 16, ratios (0.5, 1, 2), scales (8, 16, 32), in its
@@ -106,15 +106,18 @@ def test_clip_and_min_size():
     assert mask.tolist() == [[True, True], [True, False]]
 
 
-def test_batched_iou_matches_box_iou():
+def test_batched_iou_matches_torchvision_per_image():
+    import torchvision
+
     g = torch.Generator().manual_seed(1)
     a = torch.rand(3, 7, 2, generator=g) * 50
     a = torch.cat([a, a + 5 + torch.rand(3, 7, 2, generator=g) * 40], -1)
     b = torch.rand(3, 11, 2, generator=g) * 50
     b = torch.cat([b, b + 5 + torch.rand(3, 11, 2, generator=g) * 40], -1)
-    out = batched_box_iou(a, b)
+    out = box_iou(a, b)  # leading batch dimension: image by image
+    assert out.shape == (3, 7, 11)
     for i in range(3):
-        torch.testing.assert_close(out[i], box_iou(a[i], b[i]))
+        torch.testing.assert_close(out[i], torchvision.ops.box_iou(a[i], b[i]), rtol=0, atol=0)
 
 
 def test_matcher_rules():

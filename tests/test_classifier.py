@@ -356,7 +356,7 @@ def _tool(name):
 
 def test_quickstart_classifier_reaches_95_percent(tmp_path):
     _mobilenet_weights_or_skip()
-    from detection.data.synthetic import generate_classification_dataset
+    from detection.datasets.synthetic import generate_classification_dataset
 
     data = generate_classification_dataset(tmp_path / "synthetic_cls", log=lambda s: None)
     out = tmp_path / "run"

@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.slow
 def test_two_process_gloo_training_keeps_identical_weights(tmp_path):
-    from detection.data.synthetic import DetectionParams, generate_detection_dataset
+    from detection.datasets.synthetic import DetectionParams, generate_detection_dataset
 
     data = tmp_path / "data"
     generate_detection_dataset(str(data), DetectionParams(num_train=8, num_test=3, width=160, height=128,

@@ -8,7 +8,6 @@ import os
 import numpy as np
 import pytest
 
-from detection.evaluation import voc as V
 from detection.evaluation.evaluator import EvaluationInputError
 from detection.evaluation.voc import (
     VOCEvaluator,
@@ -289,20 +288,40 @@ def test_matches_a_loop_reference_on_random_data(use_07):
         assert 0 < r["AP"][name] < 1
 
 
-def test_numpy_and_cython_overlaps_agree():
+def test_overlaps_match_a_loop_reference():
     rng = np.random.default_rng(1)
     a = np.round(rng.random((50, 2)) * 100, 1)
     b = np.round(rng.random((30, 2)) * 100, 1)
     boxes = np.concatenate([a, a + rng.random((50, 2)) * 50], 1)
     query = np.concatenate([b, b + rng.random((30, 2)) * 50], 1)
+    query[3] = boxes[5]  # an identical pair: IoU 1
     ref = np.array([[_iou_loop(x, q) for q in query] for x in boxes])
-    np.testing.assert_allclose(V._bbox_overlaps_numpy(boxes, query), ref, rtol=1e-15, atol=0)
-    try:
-        from detection.cython_ops import bbox_overlaps as cy
-    except ImportError:
-        pytest.skip("detection.cython_ops is not built")
-    np.testing.assert_array_equal(cy(boxes, query), V._bbox_overlaps_numpy(boxes, query))
-    assert V._bbox_overlaps_cython is not None
+    got = bbox_overlaps(boxes, query)
+    assert got.shape == (50, 30) and got.dtype == np.float64
+    np.testing.assert_allclose(got, ref, rtol=1e-15, atol=0)
+    assert got[5, 3] == 1.0
+    # Touching boxes overlap by one inclusive pixel column: [0, 9] and [9, 19] share x = 9.
+    touching = bbox_overlaps(np.array([[0.0, 0, 9, 9]]), np.array([[9.0, 0, 19, 9]]))
+    np.testing.assert_allclose(touching, [[10 / (100 + 110 - 10)]])
+    assert bbox_overlaps(np.zeros((0, 4)), query).shape == (0, 30)
+    np.testing.assert_array_equal(bbox_overlaps(boxes[::2], query[::-1]), ref[::2, ::-1])  # strided views
+    for bad in (np.zeros((3, 5)), np.zeros((4, 5)), np.zeros((2, 2, 4))):
+        with pytest.raises(ValueError, match="\\[N, 4\\]"):
+            bbox_overlaps(bad, query)
+
+
+def test_overlaps_with_pixel_offset_zero_are_the_torch_iou():
+    torch = pytest.importorskip("torch")
+    from detection.ops import box_iou
+
+    rng = np.random.default_rng(2)
+    xy = rng.random((40, 2)) * 100
+    boxes = np.concatenate([xy, xy + 1 + rng.random((40, 2)) * 60], 1)
+    want = box_iou(torch.from_numpy(boxes[:25]), torch.from_numpy(boxes[10:])).numpy()
+    np.testing.assert_allclose(bbox_overlaps(boxes[:25], boxes[10:], pixel_offset=0.0), want, rtol=1e-12, atol=0)
+    # continuous boxes that only touch do not overlap; inclusive ones share a pixel column
+    touch = np.array([[0.0, 0, 10, 10]]), np.array([[10.0, 0, 20, 10]])
+    assert bbox_overlaps(*touch, pixel_offset=0.0)[0, 0] == 0.0 and bbox_overlaps(*touch)[0, 0] > 0
 
 
 def _iou_loop(b, g):

@@ -65,6 +65,38 @@ def test_logits_are_torchvisions(imagenet):
         torch.testing.assert_close(ours, ref(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("photo,crop", [("rocket", None), ("chelsea", (301, 299)), ("coffee", (255, 401)),
+                                        ("astronaut", (333, 257)), ("coffee", (257, 256))])
+def test_center_crop_input_is_torchvisions_preset(imagenet, photo, crop):
+    """With CLS.RESIZE center_crop the backbone sees exactly MobileNet_V2_Weights.IMAGENET1K_V1.transforms() of the
+    decoded uint8 image (odd sizes: the crop offsets and the long side's int() matter)."""
+    import torchvision
+
+    cfg, task, model, names = imagenet
+    image = getattr(skimage_data, photo)()[..., :3]
+    if crop is not None:
+        image = image[:crop[0], :crop[1]]
+    u8 = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    expected = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.transforms()(u8)
+    ours = model.preprocess([u8.float().div(255.0)])[0]
+    assert ours.shape == expected.shape == (3, 224, 224)
+    assert (ours - expected).abs().max() <= 1e-5
+
+
+def test_rocket_top2_is_torchvisions(imagenet):
+    import torchvision
+
+    cfg, task, model, names = imagenet
+    image = skimage_data.rocket()
+    u8 = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    with torch.no_grad():
+        ref = model.logits(model.backbone.features_for_classification(
+            torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.transforms()(u8)[None])).softmax(1)[0]
+    top5, out = _top5(imagenet, image)
+    assert top5[:2] == [names[i] for i in ref.topk(2).indices.tolist()]
+    torch.testing.assert_close(out["probs"], ref, rtol=1e-4, atol=1e-5)
+
+
 def test_faces_classifier_reaches_95_percent(tmp_path):
     _weights_or_skip()
     sys.path.insert(0, os.path.join(ROOT, "tools"))

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 import torch
 import torchvision
@@ -524,73 +523,6 @@ def test_backend_switch_and_import_hint():
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout + proc.stderr
-
-
-# ------------------------------------------------------------------------------------------------ Cython ops
-cython_ops = pytest.importorskip("detection.cython_ops")
-
-
-def numpy_overlaps(a, b):
-    """IoU with VOC's inclusive pixels (+1), numpy float64."""
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + 1
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + 1
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
-    area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
-
-
-def numpy_nms(dets, thr):
-    """Greedy NMS with inclusive pixels in float32, stable order of decreasing score."""
-    x1, y1, x2, y2, s = (dets[:, i] for i in range(5))
-    areas = (x2 - x1 + np.float32(1)) * (y2 - y1 + np.float32(1))
-    order = list(np.argsort(-s, kind="stable"))
-    keep = []
-    while order:
-        i = order.pop(0)
-        keep.append(int(i))
-        rest = np.array(order, dtype=np.int64)
-        if rest.size == 0:
-            break
-        w = np.maximum(np.float32(0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + np.float32(1))
-        h = np.maximum(np.float32(0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + np.float32(1))
-        inter = w * h
-        ovr = inter / (areas[i] + areas[rest] - inter)
-        order = [int(j) for j, o in zip(rest, ovr) if not o > np.float32(thr)]
-    return keep
-
-
-def test_cython_pixel_offset():
-    assert cython_ops.PIXEL_OFFSET == 1.0
-
-
-def test_cython_bbox_overlaps():
-    a = np.round(random_boxes(40, seed=1, dtype=torch.float64).numpy())
-    b = np.round(random_boxes(25, seed=2, dtype=torch.float64).numpy())
-    b[3] = a[5]  # an identical pair: IoU 1
-    got = cython_ops.bbox_overlaps(a, b)
-    assert got.shape == (40, 25) and got.dtype == np.float64
-    np.testing.assert_allclose(got, numpy_overlaps(a, b), rtol=1e-12, atol=0)
-    assert got[5, 3] == 1.0
-    # Touching boxes overlap by one inclusive pixel column: [0, 9] and [9, 19] share x = 9.
-    touching = cython_ops.bbox_overlaps(np.array([[0.0, 0, 9, 9]]), np.array([[9.0, 0, 19, 9]]))
-    np.testing.assert_allclose(touching, [[10 / (100 + 110 - 10)]])
-    assert cython_ops.bbox_overlaps(np.zeros((0, 4)), b).shape == (0, 25)
-    assert cython_ops.bbox_overlaps(a[::2], b[::-1]).shape == (20, 25)  # strided views
-    with pytest.raises(ValueError):
-        cython_ops.bbox_overlaps(np.zeros((3, 5)), b)
-
-
-@pytest.mark.parametrize("thr", [0.0, 0.3, 0.7, 1.0])
-def test_cython_nms(thr):
-    boxes = np.round(clustered_boxes(300, seed=9).numpy())
-    scores = np.round(distinct_scores(300, seed=9).numpy() * 30) / 30  # ties
-    dets = np.hstack([boxes, scores[:, None]]).astype(np.float32)
-    keep = cython_ops.nms(dets, thr)
-    assert keep == numpy_nms(dets, thr)
-    assert cython_ops.nms(np.zeros((0, 5), np.float32), thr) == []
-    with pytest.raises(ValueError):
-        cython_ops.nms(dets[:, :4].copy(), thr)
 
 
 @pytest.mark.parametrize("op", ["roi_align", "roi_pool"])

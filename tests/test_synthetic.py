@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from detection.data import synthetic
-from detection.data.synthetic import ClassificationParams, DetectionParams
+from detection.datasets import synthetic
+from detection.datasets.synthetic import ClassificationParams, DetectionParams, writing
+from detection.evaluation.voc_ap import bbox_overlaps
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = DetectionParams(num_train=8, num_val=2, num_test=4, width=160, height=120, seed=3,
@@ -149,7 +150,7 @@ def test_truncated_difficult_and_overlap_rules(det_root):
                 if a["name"] == b["name"]:
                     ba = np.array(a["box"], float) - [1, 1, 0, 0]
                     bb = np.array(b["box"], float) - [1, 1, 0, 0]
-                    assert synthetic._box_iou(ba, bb) < 0.5
+                    assert bbox_overlaps(ba, bb, pixel_offset=0.0)[0, 0] < 0.5
     assert truncated >= 1 and difficult >= 1
 
 
@@ -185,11 +186,11 @@ def test_interrupted_run_leaves_nothing_and_foreign_dirs_are_kept(tmp_path, monk
             raise KeyboardInterrupt
         return real(params, image_id)
 
-    monkeypatch.setattr(synthetic, "render_detection_image", flaky)
+    monkeypatch.setattr(writing, "render_detection_image", flaky)
     with pytest.raises(KeyboardInterrupt):
         synthetic.generate_detection_dataset(out, small, log=_quiet)
     assert not out.exists() and not stale.exists() and not list(tmp_path.glob("ds.tmp-*"))
-    monkeypatch.setattr(synthetic, "render_detection_image", real)
+    monkeypatch.setattr(writing, "render_detection_image", real)
 
     out.mkdir()
     (out / "precious.txt").write_text("user data")

@@ -22,7 +22,7 @@ CLASSES = ["circle", "square", "triangle"]
 
 @pytest.fixture(scope="module")
 def dataset_root(tmp_path_factory):
-    from detection.data.synthetic import DetectionParams, generate_detection_dataset
+    from detection.datasets.synthetic import DetectionParams, generate_detection_dataset
 
     out = tmp_path_factory.mktemp("data") / "synthetic"
     generate_detection_dataset(str(out), DetectionParams(num_train=10, num_test=4, width=160, height=128,

@@ -5,7 +5,8 @@ import torch
 
 from detection.config import get_default_config
 from detection.data.samplers import GroupedBatchSampler, SkipBatches, TrainingSampler
-from detection.engine.detection_task import DetectionTask, _flip_boxes
+from detection.engine.detection_task import DetectionTask
+from detection.modeling.tta import flip_boxes
 
 
 def _model_and_cfg():
@@ -48,7 +49,7 @@ def test_flip_tta_is_mirror_symmetric():
     mirrored = _sorted(task.predict(cfg, model, [img.flip(-1)])[0])
     assert len(det["scores"]) > 0
     torch.testing.assert_close(det["scores"], mirrored["scores"], rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(det["boxes"], _flip_boxes(mirrored["boxes"], 112), rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(det["boxes"], flip_boxes(mirrored["boxes"], 112), rtol=1e-4, atol=1e-3)
 
 
 def test_sample_seeds_depend_on_the_stream_position_only():

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 r"""Write a synthetic shapes dataset (the quick start trains on it; nothing is downloaded).
 
-Detection (VOC layout + COCO JSON, see detection/data/synthetic.py for the exact layout):
+Detection (VOC layout + COCO JSON, see detection/datasets/synthetic/__init__.py for the exact layout):
     python tools/make_synthetic_dataset.py --out datasets/synthetic
     python tools/make_synthetic_dataset.py --out datasets/synthetic --preview /tmp/synthetic_preview.png
     python tools/make_synthetic_dataset.py --out datasets/shapes5 --size 640x480 --num-val 40 \
@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from detection.data import synthetic  # noqa: E402
+from detection.datasets import synthetic  # noqa: E402
 
 
 def _size(text: str) -> tuple:

@@ -82,7 +82,7 @@ def train(args) -> int:
         except (KeyError, ValueError, RuntimeError) as exc:
             raise ToolError(f"cannot initialise the model from --weights {args.weights}: {exc}") from exc
         logger.info("initialised the model from %s", args.weights)
-    config_text = dump_config(cfg)
+    config_text = dump_config(cfg, resolved=task.resolved(cfg))
     summary = task.summary(cfg, model)
     if main:
         atomic_write_text(os.path.join(output_dir, "config.yaml"), config_text)

@@ -19,6 +19,9 @@ from detection.config.spec import DEFAULTS as _C
 from detection.config.spec import SPECS as _SPECS
 from detection.config.spec import ConfigError
 
+#: top-level section of a dumped config holding what was resolved at run time (see dump_config)
+RESOLVED_KEY = "_RESOLVED_"
+
 
 def _to_plain(x):
     """EasyDict/dict -> dict, tuple -> list, recursively (what YAML can hold)."""
@@ -224,6 +227,11 @@ def _merge_file(cfg: EasyDict, path: str, stack: tuple) -> None:
         chain = " -> ".join(list(stack) + [real])
         raise ConfigError(f"_BASE_ cycle: {chain}")
     data = _read_yaml(path)
+    resolved = data.pop(RESOLVED_KEY, None)
+    if resolved is not None:
+        if not isinstance(resolved, dict):
+            raise ConfigError(f"{RESOLVED_KEY} in {path}: expected a mapping, got {resolved!r}")
+        cfg[RESOLVED_KEY] = _copy(resolved)
     bases = data.pop("_BASE_", None)
     if bases is not None:
         if isinstance(bases, str):
@@ -253,15 +261,28 @@ def load_config(path: Optional[str] = None, overrides: Optional[Sequence] = None
     return cfg
 
 
-def dump_config(cfg: EasyDict) -> str:
-    """The whole config as YAML (tuples as lists); ``load_config`` of it gives an identical config."""
+def dump_config(cfg: EasyDict, resolved: Optional[dict] = None) -> str:
+    """The whole config as YAML (tuples as lists); ``load_config`` of it gives an identical config.
+
+    resolved: values found at run time rather than written by the user (e.g. ``{"CLASSES": [...]}`` read from a
+    COCO JSON while DATA.CLASSES is []), written as a separate ``_RESOLVED_`` section after a comment, so the
+    file shows both what was configured and what was resolved; ``load_config`` carries the section along as
+    ``cfg._RESOLVED_`` without treating it as keys."""
     import yaml
 
     class _Dumper(yaml.SafeDumper):
         pass
 
     _Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
-    return yaml.dump(_to_plain(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
+    plain = _to_plain(cfg)
+    section = {**plain.pop(RESOLVED_KEY, {}), **_to_plain(resolved or {})}
+    text = yaml.dump(plain, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
+    if section:
+        text += ("# Resolved at run time from the data (not configuration keys; DATA.CLASSES above is what was "
+                 "written):\n")
+        text += yaml.dump({RESOLVED_KEY: section}, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                          width=120)
+    return text
 
 
 def resolve_num_classes(cfg: EasyDict) -> int:

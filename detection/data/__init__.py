@@ -1,4 +1,9 @@
-"""Detection data: readers (VOC, COCO) -> records -> DetectionDataset (+ albumentations transforms) -> loaders.
+"""Data: readers (VOC, COCO, image folders) -> records -> datasets (+ albumentations augmentation) -> samplers
+and loaders, for the detector and the classifier.
+
+Owns reading and augmenting data; no resizing (the model resizes, detection/ops/resize.py) and no generated data
+(detection/datasets/). May import ``detection.ops``, ``detection.utils`` and ``detection.config``; must not import
+``detection.modeling``, ``detection.evaluation`` or ``detection.engine``.
 
 Names are imported lazily, so ``import detection.data.voc`` does not import albumentations or torch's loader.
 See detection/data/records.py for the record contract.

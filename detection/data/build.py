@@ -20,6 +20,7 @@ from detection.data.dataset import DetectionDataset
 from detection.data.records import DetectionRecords, ReadStats, filter_empty_records
 from detection.data.samplers import GroupedBatchSampler, InferenceSampler, SkipBatches, TrainingSampler
 from detection.data.voc import load_voc
+from detection.utils.dist import rank_and_world_size
 from detection.utils.seed import worker_init_fn
 
 logger = logging.getLogger(__name__)
@@ -38,16 +39,6 @@ __all__ = [
 def collate_detection(batch: Sequence[Tuple[torch.Tensor, dict]]) -> Tuple[List[torch.Tensor], List[dict]]:
     """[(image, target), ...] -> (list of images, list of targets): images keep their own sizes."""
     return [b[0] for b in batch], [b[1] for b in batch]
-
-
-def _dist_rank_world(rank: Optional[int], world_size: Optional[int]) -> Tuple[int, int]:
-    if rank is not None and world_size is not None:
-        return int(rank), int(world_size)
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return (dist.get_rank() if rank is None else int(rank),
-                dist.get_world_size() if world_size is None else int(world_size))
-    return (0 if rank is None else int(rank)), (1 if world_size is None else int(world_size))
 
 
 def resolve_coco_set(root: str, entry: str) -> Tuple[str, str]:
@@ -166,7 +157,7 @@ def build_detection_train_loader(cfg, dataset: Optional[DetectionDataset] = None
     an uninterrupted one, whatever DATA.NUM_WORKERS."""
     if dataset is None:
         dataset = build_detection_dataset(cfg, is_train=True)
-    rank, world_size = _dist_rank_world(rank, world_size)
+    rank, world_size = rank_and_world_size(rank, world_size)
     seed = _seed(cfg)
     base = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
     sampler = TrainingSampler(len(dataset), shuffle=True, seed=base, rank=rank, world_size=world_size,
@@ -187,7 +178,7 @@ def build_detection_test_loader(cfg, dataset: Optional[DetectionDataset] = None,
     batch ``(list[Tensor[3,H,W]], list[target dict])``; ``target['index']`` points into ``dataset.records``."""
     if dataset is None:
         dataset = build_detection_dataset(cfg, is_train=False)
-    rank, world_size = _dist_rank_world(rank, world_size)
+    rank, world_size = rank_and_world_size(rank, world_size)
     sampler = InferenceSampler(len(dataset), rank=rank, world_size=world_size)
     batch_sampler = BatchSampler(sampler, int(cfg.TEST.IMS_PER_BATCH), drop_last=False)
     seed = _seed(cfg)

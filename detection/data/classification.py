@@ -23,6 +23,7 @@ from detection.data.image_folder import ImageFolderRecords, load_image_folder
 from detection.data.image_io import read_record_image
 from detection.data.samplers import InferenceSampler, SkipBatches, TrainingSampler, apply_sample_key
 from detection.ops.resize import CROP_FRACTION, resize_square, ten_crop  # noqa: F401  (re-exported)
+from detection.utils.dist import rank_and_world_size
 from detection.utils.seed import worker_init_fn
 
 __all__ = [
@@ -210,12 +211,6 @@ def build_classification_dataset(cfg, is_train: bool, records: Optional[ImageFol
         skip_bad_images=bool(cfg.DATA.SKIP_BAD_IMAGES) and is_train, meta=records.meta)
 
 
-def _rank_world(rank, world_size):
-    from detection.data.build import _dist_rank_world
-
-    return _dist_rank_world(rank, world_size)
-
-
 def train_seed(cfg) -> int:
     """The training sampler's seed: RNG_SEED, or a fresh one when it is negative."""
     seed = _seed(cfg)
@@ -239,7 +234,7 @@ def build_classification_train_loader(cfg, dataset: Optional[ClassificationDatas
     seeded from its position in the stream, and the first ``start_iter`` batches are skipped (exact resume)."""
     if dataset is None:
         dataset = build_classification_dataset(cfg, is_train=True)
-    rank, world_size = _rank_world(rank, world_size)
+    rank, world_size = rank_and_world_size(rank, world_size)
     base = train_seed(cfg)
     sampler = TrainingSampler(len(dataset), shuffle=True, seed=base, rank=rank, world_size=world_size,
                               sample_seeds=_seed(cfg) is not None and dataset.augment is not None)
@@ -255,7 +250,7 @@ def build_classification_test_loader(cfg, dataset: Optional[ClassificationDatase
     """This process's contiguous shard of the test set, in order, TEST.IMS_PER_BATCH images per batch."""
     if dataset is None:
         dataset = build_classification_dataset(cfg, is_train=False)
-    rank, world_size = _rank_world(rank, world_size)
+    rank, world_size = rank_and_world_size(rank, world_size)
     sampler = InferenceSampler(len(dataset), rank=rank, world_size=world_size)
     batch_sampler = BatchSampler(sampler, int(batch_size or cfg.TEST.IMS_PER_BATCH), drop_last=False)
     return _loader(dataset, batch_sampler, int(cfg.DATA.NUM_WORKERS), (_seed(cfg) or 0) + 7919 * rank)

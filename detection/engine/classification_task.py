@@ -18,6 +18,7 @@ from torch import nn
 
 from detection.engine.checkpoint import unwrap_model
 from detection.engine.tasks import TASKS, Task
+from detection.utils.dist import rank_and_world_size
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,6 @@ class ClassificationTask(Task):
 
     # -- data -----------------------------------------------------------------------------------------------------
     def build_train_data(self, cfg, model: nn.Module, start_iter: int = 0):
-        from detection.data.build import _dist_rank_world
         from detection.data.classification import (build_classification_dataset, build_classification_records,
                                                    build_classification_train_loader, train_seed)
 
@@ -74,7 +74,7 @@ class ClassificationTask(Task):
             dataset = build_classification_dataset(cfg, is_train=True, records=records)
             return iter(build_classification_train_loader(cfg, dataset, start_iter=start_iter))
         logger.info("feature cache used: %s", why)
-        rank, world = _dist_rank_world(None, None)
+        rank, world = rank_and_world_size()
         cache = self.build_feature_cache(cfg, m, records)
         from detection.data.feature_cache import cached_batches
 
@@ -112,15 +112,40 @@ class ClassificationTask(Task):
         dataset = build_classification_dataset(cfg, is_train=False)
         return build_classification_test_loader(cfg, dataset), dataset
 
-    def class_names(self, cfg, dataset=None) -> List[str]:
-        if dataset is not None and getattr(dataset, "class_names", None):
-            return list(dataset.class_names)
-        from detection.modeling.classifier import resolve_classifier_classes
+    def _find_class_names(self, cfg) -> List[str]:
+        """ImageNet's names for MODEL.CLS_HEAD.PRETRAINED_LAYER, else DATA.CLASSES, else the sorted folder names
+        of DATA.ROOT/DATA.TRAIN_SETS[0] (then DATA.TEST_SET), else class_0.. for MODEL.NUM_CLASSES; [] if none."""
+        from detection.modeling.classifier import imagenet_class_names
 
-        names = resolve_classifier_classes(cfg)
-        if not names and int(cfg.MODEL.NUM_CLASSES) > 0:
-            names = [f"class_{i}" for i in range(int(cfg.MODEL.NUM_CLASSES))]
-        return names
+        if cfg.MODEL.CLS_HEAD.PRETRAINED_LAYER:
+            return imagenet_class_names(cfg.MODEL.BACKBONE.NAME)
+        if cfg.DATA.CLASSES:
+            return list(cfg.DATA.CLASSES)
+        from detection.data.image_folder import find_classes
+
+        for split in list(cfg.DATA.TRAIN_SETS) + [cfg.DATA.TEST_SET]:
+            folder = os.path.join(os.path.expanduser(cfg.DATA.ROOT), split)
+            if os.path.isdir(folder):
+                found = find_classes(folder)
+                if found:
+                    return list(found)
+        return [f"class_{i}" for i in range(int(cfg.MODEL.NUM_CLASSES))]
+
+    def num_classes(self, cfg) -> int:
+        """K: MODEL.NUM_CLASSES, else the resolved class names (1000 with the pretrained ImageNet layer)."""
+        n = int(cfg.MODEL.NUM_CLASSES) or len(self.resolve_class_names(cfg))
+        if n == 0:
+            from detection.config import ConfigError
+
+            raise ConfigError(f"cannot tell the number of classes: MODEL.NUM_CLASSES is 0, DATA.CLASSES is [] and "
+                              f"no class folders were found under {cfg.DATA.ROOT}/{list(cfg.DATA.TRAIN_SETS)}; set "
+                              f"MODEL.NUM_CLASSES or DATA.CLASSES")
+        return n
+
+    def resolved(self, cfg):
+        if cfg.DATA.CLASSES or cfg.MODEL.CLS_HEAD.PRETRAINED_LAYER:
+            return {}
+        return {"CLASSES": self.resolve_class_names(cfg)}
 
     def build_evaluator(self, cfg, dataset, output_dir: Optional[str]):
         from detection.evaluation.classification import ClassificationEvaluator

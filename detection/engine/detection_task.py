@@ -1,16 +1,13 @@
 """The Faster R-CNN task: VOC/COCO loaders, the dataset's evaluator, test-time augmentation, drawing.
 
-Test-time augmentation (TEST.SCALES with several sizes, TEST.FLIP): every view's class-specific candidate boxes
-(score-thresholded, before the final NMS) are mapped back to the original image, pooled, and one per-class NMS +
-top-k (TEST.NMS, TEST.DETECTIONS_PER_IMAGE) picks the final detections - the py-faster-rcnn / detectron2 rule of
-merging before NMS rather than voting over already-suppressed outputs.
+Test-time augmentation (TEST.SCALES with several sizes, TEST.FLIP) is the wrapper module of
+detection/modeling/tta.py, built from the config for each prediction.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
 import torch
 
@@ -18,39 +15,6 @@ from detection.engine.tasks import TASKS, Task
 from detection.evaluation.coco import COCOEvaluator  # pycocotools is imported only when evaluating
 
 logger = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def _view_settings(model, min_size: int, raw: bool):
-    """Temporarily set the test resize (shortest side `min_size`) and, when `raw`, switch off the final NMS and
-    top-k so the RoI heads return every score-thresholded candidate."""
-    pre, heads = model.preprocess, model.roi_heads
-    saved = (pre.test_min_size, heads.nms_thresh, heads.detections_per_image)
-    pre.test_min_size = int(min_size)
-    if raw:
-        heads.nms_thresh, heads.detections_per_image = 1.0, 1 << 30  # IoU is never > 1: nothing is suppressed
-    try:
-        yield
-    finally:
-        pre.test_min_size, heads.nms_thresh, heads.detections_per_image = saved
-
-
-def _flip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
-    """xyxy [M, 4] boxes mirrored in an image of `width` pixels (continuous coordinates)."""
-    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
-
-
-def merge_detections(views: Sequence[Dict[str, torch.Tensor]], nms_thresh: float, max_dets: int
-                     ) -> Dict[str, torch.Tensor]:
-    """Pool one image's candidates from several views (same image coordinates) and keep the per-class NMS
-    survivors, at most `max_dets`, by decreasing score. views: dicts of boxes [M_i, 4], scores [M_i], labels [M_i]."""
-    from detection.ops import batched_nms
-
-    boxes = torch.cat([v["boxes"] for v in views])
-    scores = torch.cat([v["scores"] for v in views])
-    labels = torch.cat([v["labels"] for v in views])
-    keep = batched_nms(boxes, scores, labels, nms_thresh)[:max_dets]
-    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 
 
 def coco_category_names(cfg) -> List[str]:
@@ -75,17 +39,41 @@ class DetectionTask(Task):
 
     best_metric = "mAP"
 
-    def build_model(self, cfg):
-        """Faster R-CNN. With DATA.CLASSES [], DATA.CLASSES is first filled in (in `cfg`): from DATA.CLASSES_FROM
-        when set (e.g. torchvision's COCO list), else for COCO data with MODEL.NUM_CLASSES 0 from the training JSON's
-        categories, in id order, as the COCO reader orders them."""
+    def _find_class_names(self, cfg):
+        """DATA.CLASSES; with DATA.CLASSES [] the named list DATA.CLASSES_FROM (e.g. torchvision's COCO labels),
+        else for COCO data the training JSON's categories in id order (as the COCO reader orders them)."""
         if not cfg.DATA.CLASSES and cfg.DATA.CLASSES_FROM:
             from detection.data.categories import named_class_list
 
-            cfg.DATA.CLASSES = named_class_list(cfg.DATA.CLASSES_FROM)
+            return named_class_list(cfg.DATA.CLASSES_FROM)
         if not cfg.DATA.CLASSES and not int(cfg.MODEL.NUM_CLASSES) and cfg.DATA.FORMAT == "coco":
-            cfg.DATA.CLASSES = coco_category_names(cfg)
-        return super().build_model(cfg)
+            return coco_category_names(cfg)
+        return list(cfg.DATA.CLASSES)
+
+    def num_classes(self, cfg):
+        """K + 1 (background): MODEL.NUM_CLASSES, else the resolved class names + 1."""
+        if int(cfg.MODEL.NUM_CLASSES):
+            return int(cfg.MODEL.NUM_CLASSES)
+        names = self.resolve_class_names(cfg)
+        if not names:
+            from detection.config import ConfigError
+
+            raise ConfigError("MODEL.NUM_CLASSES is 0 and DATA.CLASSES is empty: set DATA.CLASSES (or, for COCO "
+                              "data, leave it [] to take the categories of the training JSON) or MODEL.NUM_CLASSES")
+        return len(names) + 1
+
+    def build_model(self, cfg):
+        """Faster R-CNN sized by the resolved class names; placeholder names ('N/A' in torchvision's COCO list) are
+        passed on as labels never reported."""
+        from detection.data.categories import is_placeholder, reported_mask
+        from detection.modeling.build import build_model
+
+        num_classes = self.num_classes(cfg)
+        names = self.resolve_class_names(cfg)
+        reported = None
+        if len(names) + 1 == num_classes and any(is_placeholder(n) for n in names):
+            reported = reported_mask(names)
+        return build_model(cfg, num_classes=num_classes, reported_classes=reported)
 
     def build_model_for_weights(self, cfg):
         """The model that a full checkpoint or torchvision detector file is about to fill: its backbone is built
@@ -100,11 +88,6 @@ class DetectionTask(Task):
 
         self.train_dataset = build_detection_dataset(cfg, is_train=True)
         return iter(build_detection_train_loader(cfg, self.train_dataset, start_iter=start_iter))
-
-    def class_names(self, cfg, dataset=None):
-        """DATA.CLASSES, or for COCO with DATA.CLASSES [] the names the reader took from the JSON."""
-        dataset = dataset if dataset is not None else getattr(self, "train_dataset", None)
-        return super().class_names(cfg, dataset)
 
     def build_test_data(self, cfg):
         from detection.data.build import build_detection_dataset, build_detection_test_loader
@@ -132,26 +115,12 @@ class DetectionTask(Task):
 
     @torch.no_grad()
     def predict(self, cfg, model, images: List[torch.Tensor]) -> List[Dict[str, torch.Tensor]]:
+        """The detector, or its test-time augmentation wrapper (detection/modeling/tta.py) under TEST.SCALES /
+        TEST.FLIP."""
         from detection.engine.checkpoint import unwrap_model
+        from detection.modeling.tta import build_tta
 
-        net = unwrap_model(model)
-        scales = [int(s) for s in cfg.TEST.SCALES]
-        flips = (False, True) if cfg.TEST.FLIP else (False,)
-        if len(scales) == 1 and len(flips) == 1:
-            with _view_settings(net, scales[0], raw=False):
-                return net(images)
-        per_image: List[List[Dict[str, torch.Tensor]]] = [[] for _ in images]
-        for scale in scales:
-            for flip in flips:
-                view = [img.flip(-1) for img in images] if flip else images
-                with _view_settings(net, scale, raw=True):
-                    outputs = net(view)
-                for i, out in enumerate(outputs):
-                    if flip:
-                        out = {**out, "boxes": _flip_boxes(out["boxes"], images[i].shape[-1])}
-                    per_image[i].append(out)
-        heads = net.roi_heads
-        return [merge_detections(views, heads.nms_thresh, heads.detections_per_image) for views in per_image]
+        return build_tta(cfg, unwrap_model(model))(images)
 
     def summary(self, cfg, model):
         """The layer table (detection.utils.summary) of one eval-mode pass on a TEST.SCALES[0]-sized image: each

@@ -3,8 +3,10 @@
 `tools/train_net.py`, `test_net.py` and `demo.py` never branch on the model family: they ask the task.
 
     task = get_task(cfg)                         # TASKS.get(cfg.MODEL.META_ARCHITECTURE)()
-    model = task.build_model(cfg)
-    model = task.build_model_for_weights(cfg)   # the same, to be filled by a full checkpoint (no backbone file)
+    names = task.resolve_class_names(cfg)        # DATA.CLASSES, or from the dataset (COCO categories, folders)
+    model = task.build_model(cfg)                # sized by those names; cfg is never written to
+    model = task.build_model_for_weights(cfg)    # the same, to be filled by a full checkpoint (no backbone file)
+    resolved = task.resolved(cfg)                # {"CLASSES": [...]} for config.yaml's _RESOLVED_ section
     batches = task.build_train_data(cfg, model, start_iter)  # endless (images, targets), this process's share
     loader, dataset = task.build_test_data(cfg)  # finite, in order; targets carry `index` into dataset.records
     evaluator = task.build_evaluator(cfg, dataset, output_dir)
@@ -13,12 +15,11 @@
     record = task.to_json(output, class_names, score_thresh)
     text = task.summary(cfg, model)              # printed and saved as model_summary.txt by train_net
 
-A family registers a subclass: ``@TASKS.register("classifier") class ClassificationTask(Task): ...`` in a module
-listed in `_BUILTIN_TASK_MODULES` (optional modules may be absent).
+A family registers a subclass: ``@TASKS.register("classifier") class ClassificationTask(Task): ...`` in its own
+module, imported by ``detection/engine/__init__.py``; this module imports no family.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -29,8 +30,6 @@ from detection.registry import Registry
 
 TASKS = Registry("task")
 
-_BUILTIN_TASK_MODULES = ("detection.engine.detection_task", "detection.engine.classification_task")
-
 
 class Task:
     """The model-family-specific pieces of training, evaluation and demo; every method takes the config."""
@@ -39,10 +38,32 @@ class Task:
     #: '' = no best checkpoint. Higher is better.
     best_metric: str = ""
 
+    def resolve_class_names(self, cfg) -> List[str]:
+        """The class names the model is built for (labels 1..K for detection, 0..K-1 for classification):
+        DATA.CLASSES, or what the family finds in the data when it is [] (the data layer may be read here,
+        never by the model). Computed once per task object."""
+        if getattr(self, "_class_names", None) is None:
+            self._class_names = list(self._find_class_names(cfg))
+        return list(self._class_names)
+
+    def _find_class_names(self, cfg) -> List[str]:
+        return list(cfg.DATA.CLASSES)
+
+    def num_classes(self, cfg) -> int:
+        """Outputs of the model's classifier layer: MODEL.NUM_CLASSES, else from `resolve_class_names`."""
+        return int(cfg.MODEL.NUM_CLASSES) or len(self.resolve_class_names(cfg))
+
+    def resolved(self, cfg) -> Dict[str, Any]:
+        """What was resolved at run time rather than written in the config (dumped as config.yaml's
+        ``_RESOLVED_`` section): the class names when DATA.CLASSES is []."""
+        if cfg.DATA.CLASSES or int(cfg.MODEL.NUM_CLASSES):
+            return {}
+        return {"CLASSES": self.resolve_class_names(cfg)}
+
     def build_model(self, cfg) -> nn.Module:
         from detection.modeling.build import build_model
 
-        return build_model(cfg)
+        return build_model(cfg, num_classes=self.num_classes(cfg))
 
     def build_model_for_weights(self, cfg) -> nn.Module:
         """The model that `load_model_weights` is about to fill from a full checkpoint (default: build_model; a
@@ -75,7 +96,7 @@ class Task:
         """Names of labels 1..K (detection) or 0..K-1 (classification); from `dataset` when given."""
         if dataset is not None and getattr(dataset, "class_names", None):
             return list(dataset.class_names)
-        return list(cfg.DATA.CLASSES)
+        return self.resolve_class_names(cfg)
 
     @torch.no_grad()
     def predict(self, cfg, model: nn.Module, images: List[torch.Tensor]) -> List[Dict[str, torch.Tensor]]:
@@ -100,10 +121,4 @@ class Task:
 
 def get_task(cfg) -> Task:
     """The task of cfg.MODEL.META_ARCHITECTURE (a new instance)."""
-    for module in _BUILTIN_TASK_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
     return TASKS.get(cfg.MODEL.META_ARCHITECTURE)()

@@ -1,4 +1,8 @@
-"""Evaluation: VOC (the devkit's rules), COCO (pycocotools), precision-recall plots, a common evaluator interface.
+"""Evaluation: VOC (py-faster-rcnn's / the devkit's rules), COCO (pycocotools), classification metrics,
+precision-recall plots, a common evaluator interface.
+
+Owns turning predictions and annotations into metrics and result files. May import ``detection.data`` (the
+readers' formats) and ``detection.utils``; must not import ``detection.modeling`` or ``detection.engine``.
 
 Nothing heavy is imported here: pycocotools and matplotlib load when first used.
 """

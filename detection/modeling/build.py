@@ -1,39 +1,26 @@
-"""build_model(cfg): the model named by MODEL.META_ARCHITECTURE, from the META_ARCHITECTURES registry.
+"""The model-family registry and ``build_model``; imports no family (each registers itself).
 
-    model = build_model(cfg)     # cfg from detection.config.load_config
+    model = build_model(cfg)                  # classes from MODEL.NUM_CLASSES / DATA.CLASSES
+    model = build_model(cfg, num_classes=4)   # classes resolved by the caller (the task asks the data layer)
 
-Registering another family (e.g. the classifier): a function ``(cfg) -> nn.Module`` decorated with
-``@META_ARCHITECTURES.register("name")`` in a module imported by `_register_builtin` below.
+A family is a function ``(cfg, num_classes=None) -> nn.Module`` decorated with
+``@META_ARCHITECTURES.register("name")`` in its own module (faster_rcnn.py, classifier.py);
+``detection/modeling/__init__.py`` imports those modules, so every name is registered once ``detection`` is
+imported.
 """
+from typing import Optional
+
 from torch import nn
 
 from detection.registry import Registry
 
+__all__ = ["META_ARCHITECTURES", "build_model"]
+
 META_ARCHITECTURES = Registry("meta-architecture")
 
 
-@META_ARCHITECTURES.register("faster_rcnn")
-def _build_faster_rcnn(cfg) -> nn.Module:
-    from detection.modeling.faster_rcnn import build_faster_rcnn
-
-    return build_faster_rcnn(cfg)
-
-
-def _register_builtin() -> None:
-    """Import the modules that register more meta-architectures and backbones (optional ones may be absent)."""
-    import importlib
-
-    import detection.modeling.backbone_tiny  # noqa: F401  (registers the 'tiny' test backbone)
-
-    if "classifier" not in META_ARCHITECTURES:
-        try:
-            importlib.import_module("detection.modeling.classifier")
-        except ModuleNotFoundError as exc:
-            if exc.name != "detection.modeling.classifier":
-                raise
-
-
-def build_model(cfg) -> nn.Module:
-    """The model of cfg.MODEL.META_ARCHITECTURE ('faster_rcnn', or 'classifier' once registered)."""
-    _register_builtin()
-    return META_ARCHITECTURES.get(cfg.MODEL.META_ARCHITECTURE)(cfg)
+def build_model(cfg, num_classes: Optional[int] = None, **family_args) -> nn.Module:
+    """The model of cfg.MODEL.META_ARCHITECTURE. num_classes: outputs of the classifier layer (faster_rcnn:
+    including background); None = from the config (MODEL.NUM_CLASSES, else DATA.CLASSES). family_args: further
+    resolved values a family's builder takes (faster_rcnn: reported_classes)."""
+    return META_ARCHITECTURES.get(cfg.MODEL.META_ARCHITECTURE)(cfg, num_classes=num_classes, **family_args)

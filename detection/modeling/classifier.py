@@ -28,8 +28,7 @@ from detection.modeling.backbone import Backbone, build_backbone
 from detection.modeling.build import META_ARCHITECTURES
 from detection.ops.resize import resize_square
 
-__all__ = ["ImageClassifier", "backbone_units", "build_classifier", "resolve_classifier_classes",
-           "imagenet_class_names"]
+__all__ = ["ImageClassifier", "backbone_units", "build_classifier", "imagenet_class_names"]
 
 
 def backbone_units(backbone: Backbone) -> List[Tuple[str, nn.Module]]:
@@ -190,28 +189,6 @@ def imagenet_class_names(backbone_name: str = "mobilenet_v2") -> List[str]:
     return list(enum.IMAGENET1K_V1.meta["categories"])
 
 
-def resolve_classifier_classes(cfg) -> List[str]:
-    """Class names for the classifier without reading images: ImageNet's for MODEL.CLS_HEAD.PRETRAINED_LAYER,
-    else DATA.CLASSES, else the sorted folder names of DATA.ROOT/DATA.TRAIN_SETS[0] (then DATA.TEST_SET);
-    [] when none of these is available."""
-    if cfg.MODEL.CLS_HEAD.PRETRAINED_LAYER:
-        return imagenet_class_names(cfg.MODEL.BACKBONE.NAME)
-    if cfg.DATA.CLASSES:
-        return list(cfg.DATA.CLASSES)
-    import os
-
-    from detection.data.image_folder import find_classes
-
-    sets = list(cfg.DATA.TRAIN_SETS) + [cfg.DATA.TEST_SET]
-    for split in sets:
-        folder = os.path.join(os.path.expanduser(cfg.DATA.ROOT), split)
-        if os.path.isdir(folder):
-            found = find_classes(folder)
-            if found:
-                return list(found)
-    return []
-
-
 def frozen_units_from_config(cfg, n_units: int) -> int:
     """MODEL.CLS_HEAD.TRAINABLE_STAGES >= 0: n_units minus it; otherwise MODEL.FREEZE_AT."""
     top = int(cfg.MODEL.CLS_HEAD.TRAINABLE_STAGES)
@@ -228,20 +205,17 @@ def frozen_units_from_config(cfg, n_units: int) -> int:
 
 
 @META_ARCHITECTURES.register("classifier")
-def build_classifier(cfg) -> ImageClassifier:
-    """ImageClassifier from MODEL.BACKBONE.*, MODEL.FREEZE_AT / MODEL.CLS_HEAD.*, MODEL.NUM_CLASSES (0 = from
-    DATA.CLASSES or the class folders), PIXEL_MEANS/STDS and CLS.IMAGE_SIZE / CLS.RESIZE."""
+def build_classifier(cfg, num_classes: Optional[int] = None) -> ImageClassifier:
+    """ImageClassifier from MODEL.BACKBONE.*, MODEL.FREEZE_AT / MODEL.CLS_HEAD.*, PIXEL_MEANS/STDS and
+    CLS.IMAGE_SIZE / CLS.RESIZE. num_classes: K, resolved by the caller (the classification task finds it in the
+    data); None = MODEL.NUM_CLASSES, else len(DATA.CLASSES) (1000 with MODEL.CLS_HEAD.PRETRAINED_LAYER)."""
     m = cfg.MODEL
     pretrained_layer = bool(m.CLS_HEAD.PRETRAINED_LAYER)
-    num_classes = int(m.NUM_CLASSES)
-    if pretrained_layer:
-        num_classes = num_classes or 1000
-    elif num_classes <= 0:
-        num_classes = len(resolve_classifier_classes(cfg))
-        if num_classes == 0:
-            raise ValueError(f"cannot tell the number of classes: MODEL.NUM_CLASSES is 0, DATA.CLASSES is [] and "
-                             f"no class folders were found under {cfg.DATA.ROOT}/{list(cfg.DATA.TRAIN_SETS)}; set "
-                             f"MODEL.NUM_CLASSES or DATA.CLASSES")
+    if num_classes is None:
+        num_classes = int(m.NUM_CLASSES) or (1000 if pretrained_layer else len(cfg.DATA.CLASSES))
+    if num_classes <= 0:
+        raise ValueError("cannot tell the number of classes: MODEL.NUM_CLASSES is 0 and DATA.CLASSES is []; set "
+                         "one of them (tools find the class folders of DATA.ROOT themselves)")
     backbone = build_backbone(m.BACKBONE.NAME, weights=m.BACKBONE.WEIGHTS or None, freeze_at=0,
                               frozen_bn=m.BACKBONE.FROZEN_BN, keep_classifier_layer=pretrained_layer)
     n_units = len(backbone_units(backbone))

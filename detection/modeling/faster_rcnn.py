@@ -8,11 +8,12 @@ images: list of [3, H, W] float RGB in 0..1 (any sizes). targets: list of dict(b
 image's pixels (continuous: width = x2 - x1), labels [N] int64 in 1..K); N may be 0. Detections come back in
 each image's original pixels, labels in 1..K.
 """
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 from torch import Tensor, nn
 
 from detection.modeling.anchors import AnchorGenerator, build_anchor_generator
+from detection.modeling.build import META_ARCHITECTURES
 from detection.modeling.preprocess import ImagePreprocessor
 from detection.modeling.roi_heads import RoIHeads
 from detection.modeling.rpn import RegionProposalNetwork, RPNHead
@@ -36,23 +37,33 @@ class FasterRCNN(nn.Module):
         self.rpn = rpn
         self.roi_heads = roi_heads
 
-    def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None
+    def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None, *,
+                test_min_size: Optional[int] = None, final_nms: bool = True
                 ) -> Union[Dict[str, Tensor], List[Dict[str, Tensor]]]:
+        """Training: the loss dict. Eval: detections per image; `test_min_size` overrides the test resize's
+        shortest side and `final_nms=False` returns every score-thresholded candidate (test-time augmentation)."""
         if self.training and targets is None:
             raise ValueError("FasterRCNN needs targets in training mode")
-        batch = self.preprocess(images, targets if self.training else None)
+        batch = self.preprocess(images, targets if self.training else None, test_min_size=test_min_size)
         features = self.backbone(batch.images)
         proposals, valid, rpn_losses = self.rpn(features, batch.image_sizes, batch.gt_boxes, batch.gt_labels,
                                                 batch.scales, batch.images.shape[-2:])
         detections, roi_losses = self.roi_heads(features, proposals, valid, batch.image_sizes, batch.gt_boxes,
-                                                batch.gt_labels)
+                                                batch.gt_labels, final_nms=final_nms)
         if self.training:
             return {**rpn_losses, **roi_losses}
         return self.preprocess.postprocess(detections, batch)
 
 
-def build_faster_rcnn(cfg) -> FasterRCNN:
-    """FasterRCNN from the config (MODEL.*, TRAIN.*, TEST.*, anchors, pooling, pixel statistics)."""
+@META_ARCHITECTURES.register("faster_rcnn")
+def build_faster_rcnn(cfg, num_classes: Optional[int] = None,
+                      reported_classes: Optional[Sequence[bool]] = None) -> FasterRCNN:
+    """FasterRCNN from the config (MODEL.*, TRAIN.*, TEST.*, anchors, pooling, pixel statistics).
+
+    num_classes: K + 1 (background included), resolved by the caller (the detection task reads COCO categories
+    when DATA.CLASSES is []); None = MODEL.NUM_CLASSES, else len(DATA.CLASSES) + 1.
+    reported_classes: K + 1 bools, False for labels whose detections are never reported (placeholders such as
+    torchvision's COCO 'N/A' ids, resolved by the caller); None = all."""
     from detection.config import ConfigError, resolve_num_classes
     from detection.modeling.backbone import build_backbone_from_config
 
@@ -93,7 +104,7 @@ def build_faster_rcnn(cfg) -> FasterRCNN:
                           "or 'convfc', not 'backbone' (the backbone's last stage is part of the pyramid)")
     else:
         box_head, head_channels = bb.head, bb.head_channels
-    num_classes = resolve_num_classes(cfg)
+    num_classes = num_classes or resolve_num_classes(cfg)
     roi_heads = RoIHeads(
         box_head, head_channels, num_classes, pooler_size,
         spatial_scale=1.0 / cfg.FEAT_STRIDE, pooling_mode=cfg.POOLING_MODE,
@@ -104,7 +115,7 @@ def build_faster_rcnn(cfg) -> FasterRCNN:
         smooth_l1_beta=m.ROI_HEADS.SMOOTH_L1_BETA, score_thresh=te.SCORE_THRESH, nms_thresh=te.NMS,
         detections_per_image=te.DETECTIONS_PER_IMAGE, pooler=pooler,
         bbox_reg_weights=m.ROI_HEADS.BBOX_REG_WEIGHTS or None, min_box_size=te.DETECTION_MIN_SIZE,
-        reported_classes=_reported_classes(cfg.DATA.CLASSES, num_classes))
+        reported_classes=reported_classes)
     preprocess = ImagePreprocessor(
         cfg.PIXEL_MEANS, cfg.PIXEL_STDS, test_min_size=te.SCALES[0], test_max_size=te.MAX_SIZE,
         train_min_sizes=tr.SCALES, train_max_size=tr.MAX_SIZE, resize_rule=cfg.INPUT.RESIZE_RULE,
@@ -134,13 +145,3 @@ def _fpn_parts(cfg, bb):
     pooler = MultiScaleRoIAlign(neck.pooled_levels, [neck.strides[n] for n in neck.pooled_levels], size,
                                 cfg.POOLING_SAMPLING_RATIO, cfg.POOLING_ALIGNED)
     return neck, anchors, pooler, neck.out_channels, size, max(f.IN_STRIDES)
-
-
-def _reported_classes(class_names, num_classes: int):
-    """RoIHeads' reported_classes when DATA.CLASSES (labels 1..K) holds placeholders ('N/A'), else None."""
-    from detection.data.categories import is_placeholder, reported_mask
-
-    names = list(class_names or ())
-    if len(names) + 1 != num_classes or not any(is_placeholder(n) for n in names):
-        return None
-    return reported_mask(names)

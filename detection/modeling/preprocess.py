@@ -59,7 +59,10 @@ class ImagePreprocessor(nn.Module):
         self._normalise_first = resize_rule == "torchvision"
         self.size_divisibility = size_divisibility
 
-    def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None) -> Batch:
+    def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None,
+                test_min_size: Optional[int] = None) -> Batch:
+        """images [3, H, W] float RGB 0..1 (+ training targets) -> Batch; `test_min_size` overrides the eval
+        resize's shortest side for this call (test-time augmentation's scales)."""
         if len(images) == 0:
             raise ValueError("empty list of images")
         device = self.pixel_mean.device
@@ -69,7 +72,7 @@ class ImagePreprocessor(nn.Module):
                 raise ValueError(f"image {i}: expected a [3, H, W] tensor, got shape {tuple(img.shape)}")
             img = img.to(device=device, dtype=torch.float32)
             h, w = img.shape[-2:]
-            scale = self._scale(h, w)
+            scale = self._scale(h, w, test_min_size)
             nh, nw = resized_size(h, w, scale, self.resize_rule)
             if self._normalise_first:
                 img = (img - self.pixel_mean) / self.pixel_std
@@ -88,9 +91,10 @@ class ImagePreprocessor(nn.Module):
             return out
         return out._replace(**self._pad_targets(boxes, [t["labels"] for t in targets]))
 
-    def _scale(self, h: int, w: int) -> float:
+    def _scale(self, h: int, w: int, test_min_size: Optional[int] = None) -> float:
         if not self.training:
-            return resize_scale(h, w, self.test_min_size, self.test_max_size, self.resize_rule)
+            side = self.test_min_size if test_min_size is None else test_min_size
+            return resize_scale(h, w, side, self.test_max_size, self.resize_rule)
         pick = int(torch.randint(len(self.train_min_sizes), ())) if len(self.train_min_sizes) > 1 else 0
         return resize_scale(h, w, self.train_min_sizes[pick], self.train_max_size, self.resize_rule)
 

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detection.modeling.box_coder import BoxCoder, box_sides_at_least, clip_boxes
-from detection.modeling.sampling import BalancedSampler, Matcher, batched_box_iou, rank_in_group
-from detection.ops import RoIAlign, RoIPool, batched_nms
+from detection.modeling.sampling import BalancedSampler, Matcher, rank_in_group
+from detection.ops import RoIAlign, RoIPool, batched_nms, box_iou
 
 
 class RoIHeads(nn.Module):
@@ -86,13 +86,16 @@ class RoIHeads(nn.Module):
                 f"batch_size_per_image={self.sampler.batch_size_per_image}, score_thresh={self.score_thresh}, "
                 f"nms_thresh={self.nms_thresh}, detections_per_image={self.detections_per_image}")
 
-    def forward(self, features: Union[Tensor, Mapping[str, Tensor]], proposals: Tensor, proposal_valid: Tensor, image_sizes: Tensor,
-                gt_boxes: Optional[Tensor] = None, gt_labels: Optional[Tensor] = None
+    def forward(self, features: Union[Tensor, Mapping[str, Tensor]], proposals: Tensor, proposal_valid: Tensor,
+                image_sizes: Tensor, gt_boxes: Optional[Tensor] = None, gt_labels: Optional[Tensor] = None,
+                final_nms: bool = True
                 ) -> Tuple[Optional[List[Dict[str, Tensor]]], Dict[str, Tensor]]:
         """features [B, Cf, H, W] (or pyramid levels); proposals [B, P, 4] + valid [B, P]; image_sizes [B, 2] (h, w).
 
         Training: returns (None, {loss_cls, loss_box}). Eval: (one dict(boxes [M, 4], labels [M] int64 in
-        1..C-1, scores [M]) per image, in resized-image pixels, {}).
+        1..C-1, scores [M]) per image, in resized-image pixels, {}); `final_nms=False` returns every
+        score-thresholded candidate instead of the per-class NMS + top-k survivors (test-time augmentation
+        merges several views' candidates before one NMS).
         """
         if self.training:
             if gt_boxes is None or gt_labels is None:
@@ -103,7 +106,7 @@ class RoIHeads(nn.Module):
         bi, pi = proposal_valid.nonzero(as_tuple=True)
         rois = torch.cat([bi[:, None].to(proposals.dtype), proposals[bi, pi]], dim=1)
         cls_logits, box_deltas = self._predict(features, rois)
-        return self.detections(cls_logits, box_deltas, rois, image_sizes), {}
+        return self.detections(cls_logits, box_deltas, rois, image_sizes, final_nms), {}
 
     def _predict(self, features: Union[Tensor, Mapping[str, Tensor]], rois: Tensor) -> Tuple[Tensor, Tensor]:
         x = self.box_head(self.pooler(features, rois))
@@ -124,7 +127,7 @@ class RoIHeads(nn.Module):
         if self.add_gt_as_proposals:
             proposals = torch.cat([proposals, gt_boxes.to(proposals.dtype)], dim=1)
             valid = torch.cat([valid, gt_valid], dim=1)
-        iou = batched_box_iou(gt_boxes, proposals)  # [B, G, P']
+        iou = box_iou(gt_boxes, proposals)  # [B, G, P'] (NaN for padding gt, masked by the matcher)
         matched, match_labels = self.matcher(iou, gt_valid, valid)
         fg, bg = self.sampler(match_labels)
         bi, pi = (fg | bg).nonzero(as_tuple=True)
@@ -150,9 +153,10 @@ class RoIHeads(nn.Module):
         return {"loss_cls": loss_cls, "loss_box": loss_box}
 
     @torch.no_grad()
-    def detections(self, cls_logits: Tensor, box_deltas: Tensor, rois: Tensor, image_sizes: Tensor
-                   ) -> List[Dict[str, Tensor]]:
-        """Softmax, per-class decode, clip, score threshold, per-class NMS and top-k, for all images at once."""
+    def detections(self, cls_logits: Tensor, box_deltas: Tensor, rois: Tensor, image_sizes: Tensor,
+                   final_nms: bool = True) -> List[Dict[str, Tensor]]:
+        """Softmax, per-class decode, clip, score threshold, per-class NMS and top-k (unless not `final_nms`:
+        all candidates by decreasing score), for all images at once."""
         r, c = cls_logits.shape
         k = c - 1  # foreground classes
         scores = F.softmax(cls_logits, dim=1)[:, 1:]  # [R, K]
@@ -164,8 +168,11 @@ class RoIHeads(nn.Module):
         keep = (scores > self.score_thresh) & box_sides_at_least(boxes, self.min_box_size)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         image_idx = image_idx[:, None].expand(r, k)[keep]
-        kept = batched_nms(boxes, scores, image_idx * c + labels, self.nms_thresh)  # by decreasing score
-        kept = kept[rank_in_group(image_idx[kept]) < self.detections_per_image]
+        if final_nms:
+            kept = batched_nms(boxes, scores, image_idx * c + labels, self.nms_thresh)  # by decreasing score
+            kept = kept[rank_in_group(image_idx[kept]) < self.detections_per_image]
+        else:
+            kept = torch.argsort(scores, descending=True, stable=True)
         if self.reported_classes is not None:
             kept = kept[self.reported_classes[labels[kept]]]
         image_idx = image_idx[kept]

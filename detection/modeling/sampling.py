@@ -1,6 +1,7 @@
 """Matching predictions to ground truth and balanced fg/bg sampling, vectorised over a padded batch.
 
 Ground truth of a batch is padded to [B, G]: boxes [B, G, 4] xyxy and labels [B, G] with 0 marking padding.
+IoU comes from `detection.ops.box_iou` ([B, G, 4] x [B, N, 4] -> [B, G, N]); padding is masked in `Matcher`.
 Label codes of a match: 1 foreground, 0 background, -1 ignored.
 """
 from typing import Tuple
@@ -9,18 +10,6 @@ import torch
 from torch import Tensor
 
 FG, BG, IGNORE = 1, 0, -1
-
-
-def batched_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """IoU of boxes1 [B, N, 4] with boxes2 [B, M, 4] per image -> [B, N, M] (xyxy, 0 for empty boxes)."""
-    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
-    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
-    lt = torch.max(boxes1[:, :, None, :2], boxes2[:, None, :, :2])
-    rb = torch.min(boxes1[:, :, None, 2:], boxes2[:, None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area1[:, :, None] + area2[:, None, :] - inter
-    return inter / union.clamp(min=torch.finfo(union.dtype).tiny)
 
 
 class Matcher:

@@ -1,4 +1,8 @@
-"""Python face of the compiled ops, a drop-in for the matching torchvision.ops functions.
+"""Python face of the compiled ops (a drop-in for the matching torchvision.ops functions), box utilities and the
+one image resize (resize.py) that the models and the classification loader share.
+
+Owns stateless tensor operations. Must not import ``detection.modeling``, ``detection.data``,
+``detection.evaluation`` or ``detection.engine``.
 
 `DETECTION_OPS=torchvision` selects torchvision.ops instead of the compiled `detection._C`.
 """

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor
 
 
-def _pair(size: Union[int, Tuple[int, int], List[int]]) -> Tuple[int, int]:
+def as_pair(size: Union[int, Tuple[int, int], List[int]]) -> Tuple[int, int]:
     if isinstance(size, int):
         return size, size
     if len(size) != 2:

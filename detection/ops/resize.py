@@ -78,24 +78,35 @@ def _resize_aa(image: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
 
 
 def _shortest_side(image: torch.Tensor, side: int) -> torch.Tensor:
+    """Shortest side to `side`, the other to int(side * long / short) (torchvision's Resize([side]) sizes)."""
     h, w = image.shape[-2:]
-    s = side / min(h, w)
-    return _resize_aa(image, (max(side, int(round(h * s))), max(side, int(round(w * s)))))
+    short, long = min(h, w), max(h, w)
+    new_long = int(side * long / short)
+    return _resize_aa(image, (side, new_long) if h <= w else (new_long, side))
+
+
+def _quantised(fn, image: torch.Tensor) -> torch.Tensor:
+    """`fn` applied as torchvision applies it to a uint8 image: on 0..255 values, rounded back to 8 bits."""
+    return fn(image * 255.0).round_().clamp_(0, 255).div_(255.0)
 
 
 def resize_square(image: torch.Tensor, size: int, mode: str = "squash") -> torch.Tensor:
-    """[3, H, W] (or a batch [B, 3, H, W]) float -> [3, size, size]: ``'squash'`` resizes both sides (aspect
-    not kept, Keras); ``'center_crop'`` resizes the shortest side to round(size / 0.875) and crops the centre
-    (torchvision). Bilinear with antialiasing; an image already size x size is returned as is."""
+    """[3, H, W] (or a batch [B, 3, H, W]) float RGB 0..1 -> [3, size, size].
+
+    ``'squash'``: both sides resized (aspect not kept, Keras), bilinear with antialiasing.
+    ``'center_crop'``: torchvision's ImageNet preset (``weights.transforms()``) exactly, for an image decoded from
+    8 bits: the shortest side resized to round(size / 0.875) (256 for 224) and the other to
+    int(256 * long / short), bilinear with antialiasing on the 0..255 values rounded back to 8 bits, then the
+    centre size x size crop at round((H - size) / 2). An image already size x size is returned as is."""
     if mode == "squash":
         return _resize_aa(image, (size, size))
     if mode != "center_crop":
         raise ValueError(f"resize mode must be 'squash' or 'center_crop', got {mode!r}")
     if tuple(image.shape[-2:]) == (size, size):
         return image
-    image = _shortest_side(image, int(round(size / CROP_FRACTION)))
+    image = _quantised(lambda x: _shortest_side(x, int(round(size / CROP_FRACTION))), image)
     h, w = image.shape[-2:]
-    y0, x0 = (h - size) // 2, (w - size) // 2
+    y0, x0 = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
     return image[..., y0:y0 + size, x0:x0 + size]
 
 

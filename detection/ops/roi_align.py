@@ -5,7 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from detection.ops._backend import USE_TORCHVISION
-from detection.ops._utils import _pair, autocast_to_float, check_roi_inputs, convert_boxes_to_roi_format
+from detection.ops._utils import as_pair, autocast_to_float, check_roi_inputs, convert_boxes_to_roi_format
 
 
 def roi_align(
@@ -31,7 +31,7 @@ def roi_align(
     dtype = input.dtype
     input, rois = autocast_to_float(input, convert_boxes_to_roi_format(boxes))
     check_roi_inputs(input, rois)
-    ph, pw = _pair(output_size)
+    ph, pw = as_pair(output_size)
     return torch.ops.detection.roi_align(
         input, rois, float(spatial_scale), ph, pw, int(sampling_ratio), bool(aligned)
     ).to(dtype)

@@ -1,4 +1,7 @@
-"""Utilities: logging (``setup_logger``), seeding (``seed_everything`` ...), drawing (``draw_detections`` ...).
+"""Utilities: logging (``setup_logger``), seeding (``seed_everything`` ...), drawing (``draw_detections`` ...),
+model summaries, atomic directories.
+
+The bottom layer with ``detection.config`` and ``detection.registry``: must not import any other detection package.
 
 Names are imported lazily, so ``import detection.utils.logger`` does not pull in OpenCV or torch.
 """
@@ -14,6 +17,7 @@ _EXPORTS = {
     "worker_init_fn": "seed",
     "seed_worker": "seed",
     "make_generator": "seed",
+    "rank_and_world_size": "dist",
     "PALETTE": "visualize",
     "class_color": "visualize",
     "to_rgb_uint8": "visualize",

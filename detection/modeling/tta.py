@@ -1,0 +1,97 @@
+"""Test-time augmentation as a wrapper module (detectron2's GeneralizedRCNNWithTTA idea).
+
+    tta = build_tta(cfg, model)          # DetectorWithTTA when TEST.SCALES has several sizes or TEST.FLIP, else model
+    detections = tta(images)             # list of [3, H, W] float RGB 0..1 -> [dict(boxes, labels, scores)]
+
+Every view (each shortest-side scale in `scales`, each with and without a horizontal flip) runs the detector with
+its final NMS off, so it returns every score-thresholded candidate; the candidates are mapped back to the
+original image (boxes xyxy, original pixels), pooled, and one per-class NMS + top-k picks the detections: the
+py-faster-rcnn / detectron2 rule of merging before NMS rather than voting over already-suppressed outputs.
+The wrapped detector is never modified.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import torch
+from torch import nn
+
+from detection.ops import batched_nms
+
+__all__ = ["DetectorWithTTA", "build_tta", "flip_boxes", "merge_detections"]
+
+
+def flip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
+    """xyxy [M, 4] boxes mirrored in an image of `width` pixels (continuous coordinates)."""
+    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
+
+
+def merge_detections(views: Sequence[Dict[str, torch.Tensor]], nms_thresh: float, max_dets: int
+                     ) -> Dict[str, torch.Tensor]:
+    """Pool one image's candidates from several views (same image coordinates) and keep the per-class NMS
+    survivors, at most `max_dets`, by decreasing score. views: dicts of boxes [M_i, 4], scores [M_i], labels [M_i]."""
+    boxes = torch.cat([v["boxes"] for v in views])
+    scores = torch.cat([v["scores"] for v in views])
+    labels = torch.cat([v["labels"] for v in views])
+    keep = batched_nms(boxes, scores, labels, nms_thresh)[:max_dets]
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
+class DetectorWithTTA(nn.Module):
+    """Eval-only wrapper: a detector run on several views of each image, candidates merged before one NMS.
+
+    Args:
+        model: a detector whose eval forward takes ``test_min_size=`` and ``final_nms=`` (FasterRCNN).
+        scales: shortest-side sizes of the views. flip: also run every scale on the mirrored image.
+        nms_thresh, detections_per_image: the merge's per-class NMS IoU and top-k (TEST.NMS,
+            TEST.DETECTIONS_PER_IMAGE).
+    """
+
+    def __init__(self, model: nn.Module, scales: Sequence[int], flip: bool, nms_thresh: float,
+                 detections_per_image: int):
+        super().__init__()
+        if not scales:
+            raise ValueError("test-time augmentation needs at least one scale")
+        self.model = model
+        self.scales = tuple(int(s) for s in scales)
+        self.flip = bool(flip)
+        self.nms_thresh = float(nms_thresh)
+        self.detections_per_image = int(detections_per_image)
+
+    @torch.no_grad()
+    def forward(self, images: List[torch.Tensor]) -> List[Dict[str, torch.Tensor]]:
+        per_image: List[List[Dict[str, torch.Tensor]]] = [[] for _ in images]
+        for scale in self.scales:
+            for flipped in ((False, True) if self.flip else (False,)):
+                view = [img.flip(-1) for img in images] if flipped else images
+                for i, out in enumerate(self.model(view, test_min_size=scale, final_nms=False)):
+                    if flipped:
+                        out = {**out, "boxes": flip_boxes(out["boxes"], images[i].shape[-1])}
+                    per_image[i].append(out)
+        return [merge_detections(views, self.nms_thresh, self.detections_per_image) for views in per_image]
+
+    def extra_repr(self) -> str:
+        return f"scales={self.scales}, flip={self.flip}, nms_thresh={self.nms_thresh}"
+
+
+def build_tta(cfg, model: nn.Module) -> nn.Module:
+    """The detector for inference under TEST.SCALES / TEST.FLIP: `model` itself run at TEST.SCALES[0] for one
+    unflipped view (its own test resize), else a DetectorWithTTA around it."""
+    scales = [int(s) for s in cfg.TEST.SCALES]
+    if len(scales) == 1 and not cfg.TEST.FLIP:
+        if scales[0] == getattr(getattr(model, "preprocess", None), "test_min_size", None):
+            return model
+        return _SingleScale(model, scales[0])
+    return DetectorWithTTA(model, scales, bool(cfg.TEST.FLIP), float(cfg.TEST.NMS), int(cfg.TEST.DETECTIONS_PER_IMAGE))
+
+
+class _SingleScale(nn.Module):
+    """One view at another shortest side than the model was built with (``--set TEST.SCALES [s]`` on a model
+    built from another config)."""
+
+    def __init__(self, model: nn.Module, scale: int):
+        super().__init__()
+        self.model, self.scale = model, int(scale)
+
+    def forward(self, images: List[torch.Tensor]) -> List[Dict[str, torch.Tensor]]:
+        return self.model(images, test_min_size=self.scale)
