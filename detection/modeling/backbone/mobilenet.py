@@ -30,7 +30,7 @@ def build_mobilenet_v2(weights: Optional[str] = None, frozen_bn: bool = True) ->
     )
     stages = [f[a:b] for a, b in zip(_MBV2_STAGES[:-1], _MBV2_STAGES[1:])]
     split = _MBV2_STAGES[4]
-    body = [(str(i), f"trunk.{i}" if i < split else f"head.features.{i - split}") for i in range(len(f))]
+    body = [(str(i), f"trunk.{i}" if i < split else f"head.features.{i}") for i in range(len(f))]  # slices keep keys
     specs = [StageSpec("3", 4, 24), StageSpec("6", 8, 32), StageSpec("13", 16, 96),
              StageSpec(str(len(f) - 1), 32, model.last_channel)]
     bb = Backbone("mobilenet_v2", trunk, head, 96, model.last_channel, pooler_size=14,
