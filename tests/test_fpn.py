@@ -320,3 +320,22 @@ def test_fpn_overfits_generated_images():
     result = voc_evaluate(dets, targets, CLASSES, iou_thresh=0.5, use_07_metric=False)
     print(f"FPN overfit: mAP@0.5 {result['mAP']:.3f} after {iters} iterations in {train_s:.1f} s")
     assert math.isfinite(result["mAP"]) and result["mAP"] >= 0.9, result["AP"]
+
+
+def test_coco_records_under_torchvision_labels_map_categories_by_name(tmp_path):
+    from detection.data.build import build_detection_records
+    from detection.data.categories import named_class_list
+    from fixtures_data import write_coco_dataset
+
+    names = [n for n in named_class_list("torchvision_coco") if n != "N/A"]
+    own_ids = {"car": 3, "person": 7, "zebra": 12}  # the fixture's annotations use these ids
+    cats = [dict(id=own_ids.get(n, 100 + k), name=n) for k, n in enumerate(names)]  # 80 categories, other ids
+    path = write_coco_dataset(str(tmp_path), categories=cats)
+    cfg = get_default_config()
+    cfg.DATA.FORMAT, cfg.DATA.ROOT, cfg.DATA.TEST_SET = "coco", str(tmp_path), f"{path}:{tmp_path}/coco/images"
+    cfg.DATA.CLASSES, cfg.DATA.CLASSES_FROM = [], "torchvision_coco"
+    records = build_detection_records(cfg, is_train=False)
+    assert len(records.class_names) == 90 and records.class_names[11] == "N/A"  # label 12 is an unused COCO id
+    to_coco = records.meta["contiguous_to_coco_id"]  # labels are positions in torchvision's list
+    assert len(to_coco) == 80 and (to_coco[1], to_coco[3], to_coco[24]) == (7, 3, 12) and 12 not in to_coco
+    assert {int(lab) for r in records.records for lab in r["labels"]} <= {1, 3, 24}
