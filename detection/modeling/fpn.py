@@ -53,8 +53,8 @@ class FeaturePyramidNetwork(nn.Module):
         last_inner = self.inner_blocks[-1](x[-1])
         results = [self.layer_blocks[-1](last_inner)]
         for idx in range(len(x) - 2, -1, -1):
-            lateral = self.inner_blocks[idx](x[idx])
-            last_inner = lateral + F.interpolate(last_inner, size=lateral.shape[-2:], mode="nearest")
+            lateral = self.inner_blocks[idx](x[idx])  # a fresh tensor: the top-down sum is added into it
+            last_inner = lateral.add_(F.interpolate(last_inner, size=lateral.shape[-2:], mode="nearest"))
             results.insert(0, self.layer_blocks[idx](last_inner))
         if self.top_block == "maxpool":
             results.append(F.max_pool2d(results[-1], kernel_size=1, stride=2, padding=0))

@@ -22,7 +22,7 @@ def build_mobilenet_v2(weights: Optional[str] = None, frozen_bn: bool = True) ->
     4, 8, 16, 32 with 24, 32, 96 and 1280 channels (body layer names are the features indices)."""
     model, src = build_torchvision_model("mobilenet_v2", weights)
     if frozen_bn:
-        convert_frozen_batchnorm(model)
+        convert_frozen_batchnorm(model, inplace=True)  # each BatchNorm reads a fresh conv output
     f = model.features
     trunk = f[: _MBV2_STAGES[4]]
     head = nn.Sequential(

@@ -14,7 +14,7 @@ from .frozen_bn import convert_frozen_batchnorm
 def _build_resnet(name: str, weights: Optional[str], frozen_bn: bool) -> Backbone:
     model, src = build_torchvision_model(name, weights)
     if frozen_bn:
-        convert_frozen_batchnorm(model)
+        convert_frozen_batchnorm(model, inplace=True)  # each BatchNorm reads a fresh conv output
     stem = nn.Sequential(OrderedDict(conv1=model.conv1, bn1=model.bn1, relu=model.relu, maxpool=model.maxpool))
     trunk = nn.Sequential(OrderedDict(stem=stem, layer1=model.layer1, layer2=model.layer2, layer3=model.layer3))
     head = nn.Sequential(OrderedDict(layer4=model.layer4, avgpool=model.avgpool, flatten=nn.Flatten(1)))
