@@ -7,7 +7,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export MAX_JOBS ?= 2
 
 # Everything setup.py compiles; a change to any of these rebuilds the extensions.
-EXT_SOURCES := setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/* csrc/cuda/*)
+EXT_SOURCES := setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/common/* csrc/cpu/* csrc/cuda/*)
 EXT_STAMP := $(VENV)/.built$(if $(filter 1,$(FORCE_CUDA)),-cuda,)
 
 .PHONY: setup venv build test test-fast demo bench clean

@@ -4,6 +4,26 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#ifdef WITH_CUDA
+namespace detection {
+namespace cuda {
+void check_async_errors_all_devices();  // csrc/cuda/async_error.cu
+}  // namespace cuda
+}  // namespace detection
+#endif
+
+namespace {
+
+// Raises the first data error a CUDA RoI kernel recorded (a batch index outside [0, B), a RoIAlign grid beyond its
+// bound, a RoIPool argmax outside the map) after synchronising the devices; nothing in a CPU-only build.
+void check_async_errors() {
+#ifdef WITH_CUDA
+  detection::cuda::check_async_errors_all_devices();
+#endif
+}
+
+}  // namespace
+
 // `import detection._C` loads this shared object, which runs the static registrations below.
 PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", "detection compiled ops", -1, nullptr};
@@ -27,4 +47,6 @@ TORCH_LIBRARY(detection, m) {
   m.def(
       "_roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, float spatial_scale, int pooled_height, "
       "int pooled_width, int batch_size, int channels, int height, int width) -> Tensor");
+  // No tensor arguments: one kernel for every backend (csrc/cuda/async_error.cuh explains the records).
+  m.def("_check_async_errors() -> ()", &check_async_errors);
 }

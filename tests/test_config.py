@@ -1,5 +1,6 @@
 """detection.config: strict keys, types, --set, _BASE_, dump/reload, generated docs in sync."""
 
+import json
 import os
 import subprocess
 import sys
@@ -95,6 +96,66 @@ def test_accepted_conversions(tmp_path):
     p = _write(tmp_path / "lr.yaml", "SOLVER:\n  BASE_LR: 1e-3\n  STEPS: [10, 20]\nDATA:\n  CLASSES: [cat, dog]\n")
     cfg = load_config(p)
     assert cfg.SOLVER.BASE_LR == 0.001 and cfg.SOLVER.STEPS == (10, 20) and cfg.DATA.CLASSES == ["cat", "dog"]
+
+
+@pytest.mark.parametrize(
+    "key,value,allowed",
+    [
+        ("SOLVER.MAX_ITER", -5, ">= 1"),  # used to "train" and save model_final at iteration -5
+        ("SOLVER.MAX_ITER", 0, ">= 1"),
+        ("TRAIN.IMS_PER_BATCH", 0, ">= 1"),
+        ("TEST.IMS_PER_BATCH", 0, ">= 1"),
+        ("DATA.NUM_WORKERS", -1, ">= 0"),
+        ("TEST.SCALES", [], "a non-empty list, each >= 1"),
+        ("TRAIN.SCALES", [600, 0], "each >= 1"),
+        ("TEST.MAX_SIZE", -1, ">= 0"),
+        ("TRAIN.FG_FRACTION", 1.5, "in [0, 1]"),
+        ("TEST.NMS", -0.1, "in [0, 1]"),
+        ("TEST.SCORE_THRESH", 2, "in [0, 1]"),
+        ("SOLVER.BASE_LR", -0.01, ">= 0"),
+        ("PIXEL_STDS", [0.2, 0.2], "a list of exactly 3 entries"),
+        ("PIXEL_STDS", [0.2, 0.0, 0.2], "each > 0"),
+        ("AUG.RANDOM_CROP_SCALE", [0.0, 1.0], "in (0, 1]"),
+        ("MODEL.CLS_HEAD.TRAINABLE_STAGES", -2, ">= -1"),
+    ],
+)
+def test_values_outside_the_range_name_key_source_and_range(tmp_path, key, value, allowed):
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=[key, repr(value)])
+    msg = str(e.value)
+    assert key in msg and "--set" in msg and allowed in msg and repr(value).replace("'", "") in msg.replace("'", "")
+    p = _write(tmp_path / "r.yaml", f"{key}: {json.dumps(value)}\n")  # dotted keys work in files too
+    with pytest.raises(ConfigError, match=p):
+        load_config(p)
+
+
+def test_values_at_the_range_ends_are_accepted():
+    cfg = load_config(overrides=["SOLVER.MAX_ITER", "1", "DATA.NUM_WORKERS", "0", "TRAIN.FG_FRACTION", "1",
+                                 "TEST.NMS", "0", "TRAIN.RPN_ALLOWED_BORDER", "-1", "MODEL.CLS_HEAD.HIDDEN", "[]",
+                                 "SOLVER.STEPS", "()"])
+    assert cfg.SOLVER.MAX_ITER == 1 and cfg.TRAIN.FG_FRACTION == 1.0 and cfg.SOLVER.STEPS == ()
+
+
+def test_relations_between_keys():
+    with pytest.raises(ConfigError, match="TRAIN.BG_THRESH_HI = 0.6 and TRAIN.FG_THRESH = 0.5 in --set"):
+        load_config(overrides=["TRAIN.BG_THRESH_HI", "0.6"])
+    with pytest.raises(ConfigError, match="TRAIN.RPN_NEGATIVE_OVERLAP .* must be <= TRAIN.RPN_POSITIVE_OVERLAP"):
+        load_config(overrides=["TRAIN.RPN_NEGATIVE_OVERLAP", "0.8"])
+    with pytest.raises(ConfigError, match="AUG.RANDOM_CROP_SCALE"):
+        load_config(overrides=["AUG.RANDOM_CROP_SCALE", "(0.9, 0.5)"])
+
+
+def test_voc_07_metric_takes_auto_true_false_and_bools(tmp_path):
+    assert load_config().TEST.VOC_07_METRIC == "auto" and load_config().TEST.VOC_RULES == "py-faster-rcnn"
+    p = _write(tmp_path / "m.yaml", "TEST:\n  VOC_07_METRIC: true\n  VOC_RULES: devkit\n")
+    cfg = load_config(p)
+    assert cfg.TEST.VOC_07_METRIC == "true" and cfg.TEST.VOC_RULES == "devkit"
+    assert load_config(overrides=["TEST.VOC_07_METRIC", "False"]).TEST.VOC_07_METRIC == "false"
+    assert load_config(overrides=["TEST.VOC_07_METRIC", "auto"]).TEST.VOC_07_METRIC == "auto"
+    with pytest.raises(ConfigError, match="TEST.VOC_07_METRIC.*'auto', 'true', 'false'"):
+        load_config(overrides=["TEST.VOC_07_METRIC", "yes"])
+    with pytest.raises(ConfigError, match="TEST.VOC_RULES.*'py-faster-rcnn', 'devkit'"):
+        load_config(overrides=["TEST.VOC_RULES", "matlab"])
 
 
 def test_set_overrides():

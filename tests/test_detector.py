@@ -1,5 +1,6 @@
 """Faster R-CNN: the model contract, edge cases (empty images, mixed sizes, border boxes), variants, the
 vectorised proposal / detection steps against per-image references, repeatability and an overfit check."""
+import copy
 import math
 import time
 
@@ -10,6 +11,7 @@ from detection.config import get_default_config
 from detection.modeling.build import META_ARCHITECTURES, build_model
 from detection.modeling.faster_rcnn import FasterRCNN
 from detection.modeling.preprocess import ImagePreprocessor
+from detection.modeling.rpn import proposal_nms
 from detection.ops import nms
 
 LOSS_KEYS = {"loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box"}
@@ -276,23 +278,108 @@ def test_seeded_runs_repeat():
     assert run() == run()
 
 
+# Every labelled anchor and RoI sampled (no random subset), no top-k or per-image cut among near-equal scores: the
+# CPU and CUDA runs of one model then see the same anchors, proposals and detections up to float rounding.
+ALL_SAMPLED = {"TRAIN.RPN_BATCHSIZE": 100000, "TRAIN.BATCH_SIZE": 100000, "TRAIN.RPN_PRE_NMS_TOP_N": 100000,
+               "TRAIN.RPN_POST_NMS_TOP_N": 100000, "TEST.RPN_PRE_NMS_TOP_N": 100000,
+               "TEST.RPN_POST_NMS_TOP_N": 100000, "TEST.DETECTIONS_PER_IMAGE": 100000}
+
+
+def relative_error(a, b):
+    """||a - b|| / ||b|| in float64 (0 when both are zero)."""
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    norm = b.norm()
+    return float((a - b).norm() / norm) if norm > 0 else float((a - b).norm())
+
+
+def match_detections(a, b, atol):
+    """Pairs each detection of a with the one of b with the same label and the nearest box (max coordinate
+    difference); asserts a one-to-one match within atol. Returns the permutation of b."""
+    assert a["boxes"].shape == b["boxes"].shape, (a["boxes"].shape, b["boxes"].shape)
+    if a["boxes"].numel() == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    dist = (a["boxes"][:, None] - b["boxes"][None]).abs().amax(-1)
+    dist[a["labels"][:, None] != b["labels"][None]] = math.inf
+    best = dist.argmin(1)
+    assert torch.unique(best).numel() == best.numel(), "two detections matched the same one"
+    assert float(dist.gather(1, best[:, None]).max()) <= atol
+    return best
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_matches_cpu_losses_and_runs_eval():
-    model = make_model()
-    images = [torch.rand(3, 128, 160), torch.rand(3, 96, 128)]
-    targets = [target([[10, 20, 70, 90]], [1]), target([[30, 30, 100, 90]], [3])]
-    model.eval()
-    with torch.no_grad():
-        cpu = model(images)
-        gpu = model.cuda()(images)  # CPU inputs are moved by the preprocessing
-    check_detections([{k: v.cpu() for k, v in d.items()} for d in gpu], images)
-    for a, b in zip(cpu, gpu):
-        n = min(len(a["scores"]), len(b["scores"]), 5)
-        torch.testing.assert_close(a["scores"][:n], b["scores"][:n].cpu(), rtol=1e-3, atol=1e-3)
-    losses = model.train()(images, targets)
-    assert all(v.is_cuda and torch.isfinite(v) for v in losses.values())
-    sum(losses.values()).backward()
+def test_cuda_matches_cpu_losses_gradients_and_detections():
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # float32 on both devices
+    try:
+        cpu_model = make_model(seed=0, **ALL_SAMPLED)
+        gpu_model = copy.deepcopy(cpu_model).cuda()  # the same weights
+        images, targets = synthetic_images(2, seed=3)  # CPU tensors: the GPU model's preprocessing moves them
+
+        losses = {}
+        for name, model in (("cpu", cpu_model), ("cuda", gpu_model)):
+            torch.manual_seed(0)
+            losses[name] = model.train()(images, targets)
+            sum(losses[name].values()).backward()
+        assert set(losses["cuda"]) == LOSS_KEYS
+        for k, v in losses["cuda"].items():
+            assert v.is_cuda and torch.isfinite(v), k
+            torch.testing.assert_close(v.cpu(), losses["cpu"][k], rtol=1e-4, atol=1e-6, msg=k)
+        assert losses["cpu"]["loss_rpn_box"] > 0 and losses["cpu"]["loss_box"] > 0  # the comparison means something
+        grads = dict(cpu_model.named_parameters())
+        for n, p in gpu_model.named_parameters():
+            if grads[n].grad is None:
+                assert p.grad is None, n
+            else:
+                assert relative_error(p.grad, grads[n].grad) < 1e-3, n
+
+        with torch.no_grad():
+            det_cpu = cpu_model.eval()(images)
+            det_gpu = gpu_model.eval()(images)
+        check_detections([{k: v.cpu() for k, v in d.items()} for d in det_gpu], images)
+        assert sum(d["boxes"].shape[0] for d in det_cpu) > 0
+        for a, b in zip(det_cpu, det_gpu):
+            assert all(v.is_cuda for v in b.values())
+            b = {k: v.cpu() for k, v in b.items()}
+            perm = match_detections(a, b, atol=1e-3)
+            torch.testing.assert_close(b["scores"][perm], a["scores"], rtol=1e-4, atol=1e-5)
+            assert torch.equal(b["labels"][perm], a["labels"])
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
+def _proposal_like(counts, seed):
+    """Boxes with integer corners (so batched_nms's per-image offsets are exact), scores, image index."""
+    g = torch.Generator().manual_seed(seed)
+    n = sum(counts)
+    image_idx = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    xy = torch.randint(0, 60, (n, 2), generator=g).float()
+    boxes = torch.cat([xy, xy + torch.randint(4, 40, (n, 2), generator=g).float()], 1)
+    return boxes, torch.rand(n, generator=g), image_idx
+
+
+def test_proposal_nms_per_image_path_keeps_what_one_call_keeps():
+    # On CUDA above rpn.CUDA_NMS_MAX_BOXES boxes the RPN runs NMS image by image; here the bound is lowered.
+    boxes, scores, image_idx = _proposal_like([50, 0, 120, 7], seed=3)
+    one = proposal_nms(boxes, scores, image_idx, 0.5)
+    per_image = proposal_nms(boxes, scores, image_idx, 0.5, max_boxes=100)
+    assert one.numel() < boxes.shape[0]  # something was suppressed
+    for i in range(4):  # the same boxes, each image's in decreasing score order
+        a, b = one[image_idx[one] == i], per_image[image_idx[per_image] == i]
+        assert a.tolist() == b.tolist()
+        assert bool((scores[b][1:] <= scores[b][:-1]).all())
+    assert sorted(one.tolist()) == sorted(per_image.tolist())
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_proposal_nms_cuda_per_image_matches_cpu():
+    boxes, scores, image_idx = _proposal_like([3000, 2500, 0, 4000], seed=4)
+    cpu = proposal_nms(boxes, scores, image_idx, 0.7)
+    for max_boxes in (None, 5000):  # one batched call, then image by image
+        got = proposal_nms(boxes.cuda(), scores.cuda(), image_idx.cuda(), 0.7, max_boxes=max_boxes).cpu()
+        for i in range(4):
+            assert got[image_idx[got] == i].tolist() == cpu[image_idx[cpu] == i].tolist()
 
 
 def test_build_model_registry():

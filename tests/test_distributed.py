@@ -46,3 +46,30 @@ def test_two_process_gloo_training_keeps_identical_weights(tmp_path, neck):
     assert json.loads((out / "inference" / "metrics.json").read_text())["AP"].keys() == {"circle", "square",
                                                                                          "triangle"}
     assert not (out / "model_final.pth.rank1").exists()  # rank 0 alone writes checkpoints
+
+
+def test_a_single_process_torchrun_launch_joins_a_process_group(monkeypatch):
+    # torchrun --nproc_per_node 1 is still a DDP run (torchvision's reference rule): on a GPU that is what makes
+    # tools/gpu_check.sh's torchrun step exercise nccl. Here with gloo, in this process.
+    import socket
+
+    import torch.distributed as dist
+
+    from detection.engine.distributed import get_world_size, init_distributed, is_distributed, launched_by_torchrun
+
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    assert not launched_by_torchrun() and init_distributed("cpu") is False and not is_distributed()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k, v in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(k, v)
+    assert launched_by_torchrun()
+    try:
+        assert init_distributed("cpu") is True
+        assert is_distributed() and get_world_size() == 1 and dist.get_backend() == "gloo"
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

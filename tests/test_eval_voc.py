@@ -10,6 +10,7 @@ import pytest
 
 from detection.evaluation.evaluator import EvaluationInputError
 from detection.evaluation.voc import (
+    ELEVEN_POINT_THRESHOLDS,
     VOCEvaluator,
     bbox_overlaps,
     default_use_07_metric,
@@ -18,6 +19,7 @@ from detection.evaluation.voc import (
     load_voc_ground_truth,
     parse_voc_xml,
     read_voc_results,
+    resolve_use_07_metric,
     voc_ap,
     voc_evaluate,
     write_voc_results,
@@ -113,13 +115,59 @@ def test_eleven_point_versus_area_ap():
     assert p07["AP"]["cat"] == pytest.approx(6.2 / 11, abs=1e-12)
 
 
-def test_eleven_point_thresholds_are_exact_decimals():
-    # recall exactly 3/10 reaches the t = 0.3 point (np.arange(0, 1.1, 0.1)[3] is 0.30000000000000004)
-    rec = np.array([0.1, 0.2, 3 / 10])
-    prec = np.array([1.0, 1.0, 1.0])
-    assert voc_ap(rec, prec, use_07_metric=True) == pytest.approx(4 / 11)
-    rec = np.array([6 / 10, 7 / 10])
-    assert voc_ap(rec, np.array([1.0, 1.0]), use_07_metric=True) == pytest.approx(8 / 11)
+def test_eleven_point_thresholds_of_each_rule_set():
+    # py-faster-rcnn: np.arange(0, 1.1, 0.1) -> 0.30000000000000004, 0.6000000000000001, 0.7000000000000001;
+    # MATLAB 0:0.1:1 -> only 0.30000000000000004 (the second half is built from the end: 1 - 4 * 0.1 == 0.6)
+    pf, dk = ELEVEN_POINT_THRESHOLDS["py-faster-rcnn"], ELEVEN_POINT_THRESHOLDS["devkit"]
+    assert pf[3] > 0.3 and pf[6] > 0.6 and pf[7] > 0.7 and dk[3] > 0.3
+    assert dk[6] == 0.6 and dk[7] == 0.7 and dk.tolist()[:3] == [0.0, 0.1, 0.2] and dk.tolist()[8:] == [0.8, 0.9, 1.0]
+    # a recall of exactly 3/10 misses the 0.3 point in both references
+    rec, prec = np.array([0.1, 0.2, 3 / 10]), np.ones(3)
+    assert voc_ap(rec, prec, True) == voc_ap(rec, prec, True, rules="devkit") == 1 / 11 + 1 / 11 + 1 / 11
+    # recalls of exactly 6/10 and 7/10: the devkit reaches both points, py-faster-rcnn only 0.6 (via 0.7 >= 0.6000..1)
+    rec, prec = np.array([6 / 10, 7 / 10]), np.ones(2)
+    assert voc_ap(rec, prec, True, rules="devkit") == pytest.approx(8 / 11, abs=1e-15)
+    assert voc_ap(rec, prec, True) == pytest.approx(7 / 11, abs=1e-15)
+    with pytest.raises(ValueError, match="unknown VOC rules 'matlab'"):
+        voc_ap(rec, prec, True, rules="matlab")
+
+
+def test_recall_of_exactly_0_3_and_iou_of_exactly_0_5_pin_both_rule_sets():
+    # ten objects (VOC 1..100 x 1..10 in ten images); three detections hit objects exactly (recall 3/10), a fourth,
+    # scored lower, covers half of another object: IoU 500 / 1000 = 0.5 exactly.
+    #   py-faster-rcnn: IoU > 0.5 fails -> FP; recall 0.3 < 0.30000000000000004 -> points 0, .1, .2 -> AP 3/11
+    #   devkit:         IoU >= 0.5 -> TP; recall 0.4 reaches 0, .1, .2, .30000000000000004, .4 -> AP 5/11
+    g = [gt([[0, 0, 100, 10]], [1]) for _ in range(10)]
+    d = [det([[0, 0, 100, 10]], [0.9 - 0.1 * i], [1]) for i in range(3)]
+    d += [det([[0, 0, 50, 10]], [0.5], [1])] + [EMPTY] * 6
+    pf = voc_evaluate(d, g, CLASSES, use_07_metric=True)
+    dk = voc_evaluate(d, g, CLASSES, use_07_metric=True, rules="devkit")
+    assert pf["recall"]["cat"][-1] == 0.3 and dk["recall"]["cat"][-1] == 0.4
+    assert pf["AP"]["cat"] == 1 / 11 + 1 / 11 + 1 / 11 == _voc_eval_py(d, g, 1, 0.5, True)[0]
+    assert dk["AP"]["cat"] == pytest.approx(5 / 11, abs=1e-15) and dk["AP"]["cat"] == _vocevaldet_m(d, g, 1, 0.5,
+                                                                                                       True)[0]
+    # the area metric sees the IoU rule only: 0.3 * 1 vs 0.4 * 1
+    assert voc_evaluate(d, g, CLASSES)["AP"]["cat"] == pytest.approx(0.3, abs=1e-15)
+    assert voc_evaluate(d, g, CLASSES, rules="devkit")["AP"]["cat"] == pytest.approx(0.4, abs=1e-15)
+
+
+def test_devkit_precision_is_nan_while_only_ignored_detections_were_seen():
+    # VOCevaldet.m: prec = tp ./ (fp + tp) is 0/0 = NaN before the first TP/FP, and MATLAB's max skips NaN;
+    # voc_eval.py divides by max(tp + fp, eps) -> 0
+    g = [gt([[0, 0, 10, 10], [20, 20, 40, 40]], [1, 1], [True, False])]
+    d = [det([[0, 0, 10, 10], [20, 20, 40, 40]], [0.9, 0.8], [1, 1])]
+    pf, dk = voc_evaluate(d, g, CLASSES, use_07_metric=True), voc_evaluate(d, g, CLASSES, 0.5, True, "devkit")
+    np.testing.assert_array_equal(pf["precision"]["cat"], [0.0, 1.0])
+    assert math.isnan(dk["precision"]["cat"][0]) and dk["precision"]["cat"][1] == 1.0
+    assert dk["AP"]["cat"] == pf["AP"]["cat"] == _voc_eval_py(d, g, 1, 0.5, True)[0] == _vocevaldet_m(d, g, 1, 0.5,
+                                                                                                          True)[0]
+    # every detection ignored: the 11-point max over NaNs is NaN in MATLAB, 0 in voc_eval.py
+    d = [det([[0, 0, 10, 10]], [0.9], [1])]
+    assert math.isnan(voc_evaluate(d, g, CLASSES, 0.5, True, "devkit")["AP"]["cat"])
+    assert math.isnan(_vocevaldet_m(d, g, 1, 0.5, True)[0])
+    assert voc_evaluate(d, g, CLASSES, 0.5, True)["AP"]["cat"] == 0.0 == _voc_eval_py(d, g, 1, 0.5, True)[0]
+    assert voc_evaluate(d, g, CLASSES, 0.5, False, "devkit")["AP"]["cat"] == 0.0 == _vocevaldet_m(d, g, 1, 0.5,
+                                                                                                  False)[0]
 
 
 def test_iou_at_the_threshold_with_inclusive_pixels():
@@ -131,7 +179,7 @@ def test_iou_at_the_threshold_with_inclusive_pixels():
     assert voc_evaluate(at, g, CLASSES)["AP"]["cat"] == 0.0
     assert voc_evaluate(at, g, CLASSES, iou_thresh=0.49)["AP"]["cat"] == 1.0
     # the MATLAB devkit's `ovmax >= minoverlap`
-    assert voc_evaluate(at, g, CLASSES, match_at_threshold=True)["AP"]["cat"] == 1.0
+    assert voc_evaluate(at, g, CLASSES, rules="devkit")["AP"]["cat"] == 1.0
     # one more pixel: 51 / 100 > 0.5 -> TP
     assert voc_evaluate([det([[0, 0, 51, 10]], [0.9], [1])], g, CLASSES)["AP"]["cat"] == 1.0
 
@@ -173,16 +221,17 @@ def test_labels_only_match_their_class():
     assert r["AP"]["dog"] == 0.0 and math.isnan(r["AP"]["cat"])
 
 
-def test_score_ties_keep_input_order():
-    # equal scores: the stable sort keeps (image, detection) order. FP then TP: precision [0, .5] -> AP .5;
-    # TP then FP: precision [1, .5] -> AP 1
+def test_score_ties_keep_input_order_with_the_devkit_rules():
+    # equal scores: MATLAB's stable sort keeps (image, detection) order. FP then TP: precision [0, .5] -> AP .5;
+    # TP then FP: precision [1, .5] -> AP 1. (voc_eval.py's np.argsort(-confidence) promises no tie order.)
     far, hit = [50, 50, 60, 60], [0, 0, 10, 10]
     g = [gt(np.zeros((0, 4)), []), gt([hit], [1])]
-    r = voc_evaluate([det([far], [0.5], [1]), det([hit], [0.5], [1])], g, CLASSES)
+    r = voc_evaluate([det([far], [0.5], [1]), det([hit], [0.5], [1])], g, CLASSES, rules="devkit")
     np.testing.assert_array_equal(r["precision"]["cat"], [0.0, 0.5])
     assert r["AP"]["cat"] == 0.5
     g2 = [g[1], g[0]]
-    assert voc_evaluate([det([hit], [0.5], [1]), det([far], [0.5], [1])], g2, CLASSES)["AP"]["cat"] == 1.0
+    d2 = [det([hit], [0.5], [1]), det([far], [0.5], [1])]
+    assert voc_evaluate(d2, g2, CLASSES, rules="devkit")["AP"]["cat"] == 1.0
 
 
 def test_torch_inputs_are_accepted():
@@ -203,63 +252,166 @@ def test_bad_inputs_raise():
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Against a literal transcription of VOCevaldet.m / voc_eval.py (per-detection loop), on random data
+# Against literal transcriptions of the two references, on random data
 # --------------------------------------------------------------------------------------------------------------
 
-def _reference_class_ap(dets, gts, c, thresh, use_07):
-    """dets: list over images of (boxes continuous, scores, labels); gts: list of (boxes, labels, difficult)."""
+def _class_records(dets, gts, c):
+    """The references' inputs for class c: per-image gt (VOC inclusive bbox, difficult, det flags), npos, and the
+    class's detection lines in results-file order (image order, then detection order) as (image, score, bbox)."""
     recs, npos = [], 0
-    for b, l, d in gts:
+    for g in gts:
+        b, l, d = (np.asarray(g[k]) for k in ("boxes", "labels", "difficult"))
         m = l == c
-        recs.append(dict(bbox=[[x1 + 1, y1 + 1, x2, y2] for x1, y1, x2, y2 in b[m].tolist()], diff=d[m].tolist(),
-                         det=[False] * int(m.sum())))
+        recs.append(dict(bbox=[[x1 + 1, y1 + 1, x2, y2] for x1, y1, x2, y2 in b[m].tolist()],
+                         difficult=d[m].tolist(), det=[False] * int(m.sum())))
         npos += int((~d[m]).sum())
-    flat = [(i, s, [x1 + 1, y1 + 1, x2, y2]) for i, (b, sc, l) in enumerate(dets)
-            for (x1, y1, x2, y2), s, lab in zip(b.tolist(), sc.tolist(), l.tolist()) if lab == c]
-    flat.sort(key=lambda t: -t[1])  # Python's sort is stable, like MATLAB's
-    tp, fp = [], []
-    for i, _, bb in flat:
-        R = recs[i]
-        ovmax, jmax = -math.inf, -1
-        for j, g in enumerate(R["bbox"]):
-            iw = min(bb[2], g[2]) - max(bb[0], g[0]) + 1
-            ih = min(bb[3], g[3]) - max(bb[1], g[1]) + 1
+    lines = [(i, s, [x1 + 1, y1 + 1, x2, y2]) for i, e in enumerate(dets)
+             for (x1, y1, x2, y2), s, lab in zip(e["boxes"].tolist(), e["scores"].tolist(), e["labels"].tolist())
+             if lab == c]
+    return recs, npos, lines
+
+
+def _voc_eval_py(dets, gts, c, ovthresh, use_07_metric):
+    """Transcription of py-faster-rcnn's lib/datasets/voc_eval.py (voc_eval + voc_ap), as detectron2 copies it."""
+    class_recs, npos, lines = _class_records(dets, gts, c)
+    image_ids = [x[0] for x in lines]
+    confidence = np.array([float(x[1]) for x in lines])
+    BB = np.array([[float(z) for z in x[2]] for x in lines]).reshape(-1, 4)
+    # sort by confidence
+    sorted_ind = np.argsort(-confidence)
+    BB = BB[sorted_ind, :]
+    image_ids = [image_ids[x] for x in sorted_ind]
+    # go down dets and mark TPs and FPs
+    nd = len(image_ids)
+    tp = np.zeros(nd)
+    fp = np.zeros(nd)
+    for d in range(nd):
+        R = class_recs[image_ids[d]]
+        bb = BB[d, :].astype(float)
+        ovmax = -np.inf
+        BBGT = np.array(R["bbox"]).reshape(-1, 4).astype(float)
+        if BBGT.size > 0:
+            ixmin = np.maximum(BBGT[:, 0], bb[0])
+            iymin = np.maximum(BBGT[:, 1], bb[1])
+            ixmax = np.minimum(BBGT[:, 2], bb[2])
+            iymax = np.minimum(BBGT[:, 3], bb[3])
+            iw = np.maximum(ixmax - ixmin + 1., 0.)
+            ih = np.maximum(iymax - iymin + 1., 0.)
+            inters = iw * ih
+            uni = ((bb[2] - bb[0] + 1.) * (bb[3] - bb[1] + 1.) +
+                   (BBGT[:, 2] - BBGT[:, 0] + 1.) * (BBGT[:, 3] - BBGT[:, 1] + 1.) - inters)
+            overlaps = inters / uni
+            ovmax = np.max(overlaps)
+            jmax = np.argmax(overlaps)
+        if ovmax > ovthresh:
+            if not R["difficult"][jmax]:
+                if not R["det"][jmax]:
+                    tp[d] = 1.
+                    R["det"][jmax] = 1
+                else:
+                    fp[d] = 1.
+        else:
+            fp[d] = 1.
+    # compute precision recall
+    fp = np.cumsum(fp)
+    tp = np.cumsum(tp)
+    rec = tp / float(npos)
+    # avoid divide by zero in case the first detection matches a difficult ground truth
+    prec = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+    if use_07_metric:  # voc_ap(rec, prec, use_07_metric=True)
+        ap = 0.
+        for t in np.arange(0., 1.1, 0.1):
+            if np.sum(rec >= t) == 0:
+                p = 0
+            else:
+                p = np.max(prec[rec >= t])
+            ap = ap + p / 11.
+    else:
+        mrec = np.concatenate(([0.], rec, [1.]))
+        mpre = np.concatenate(([0.], prec, [0.]))
+        for i in range(mpre.size - 1, 0, -1):
+            mpre[i - 1] = np.maximum(mpre[i - 1], mpre[i])
+        i = np.where(mrec[1:] != mrec[:-1])[0]
+        ap = np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1])
+    return ap, rec, prec
+
+
+def _matlab_max(values):
+    """MATLAB's max of a vector: [] when empty, NaN entries skipped, NaN only when all are NaN."""
+    values = [v for v in values]
+    if not values:
+        return None
+    finite = [v for v in values if not math.isnan(v)]
+    return max(finite) if finite else math.nan
+
+
+def _vocevaldet_m(dets, gts, c, minoverlap, use_07_metric):
+    """Transcription of the MATLAB devkit's VOCevaldet.m (VOC2007: the 11-point loop; VOC2010+: VOCap.m)."""
+    gt, npos, lines = _class_records(dets, gts, c)
+    ids = [x[0] for x in lines]
+    confidence = [x[1] for x in lines]
+    BB = [x[2] for x in lines]
+    # sort detections by decreasing confidence: [sc,si]=sort(-confidence) is stable
+    si = sorted(range(len(confidence)), key=lambda k: -confidence[k])
+    ids = [ids[k] for k in si]
+    BB = [BB[k] for k in si]
+    nd = len(confidence)
+    tp = np.zeros(nd)
+    fp = np.zeros(nd)
+    for d in range(nd):
+        i = ids[d]
+        bb = BB[d]
+        ovmax = -math.inf
+        jmax = -1
+        for j, bbgt in enumerate(gt[i]["bbox"]):
+            bi = [max(bb[0], bbgt[0]), max(bb[1], bbgt[1]), min(bb[2], bbgt[2]), min(bb[3], bbgt[3])]
+            iw = bi[2] - bi[0] + 1
+            ih = bi[3] - bi[1] + 1
             if iw > 0 and ih > 0:
-                ua = (bb[2] - bb[0] + 1) * (bb[3] - bb[1] + 1) + (g[2] - g[0] + 1) * (g[3] - g[1] + 1) - iw * ih
+                # compute overlap as area of intersection / area of union
+                ua = ((bb[2] - bb[0] + 1) * (bb[3] - bb[1] + 1)
+                      + (bbgt[2] - bbgt[0] + 1) * (bbgt[3] - bbgt[1] + 1) - iw * ih)
                 ov = iw * ih / ua
                 if ov > ovmax:
-                    ovmax, jmax = ov, j
-        t = f = 0
-        if ovmax > thresh:
-            if not R["diff"][jmax]:
-                if not R["det"][jmax]:
-                    t, R["det"][jmax] = 1, True
+                    ovmax = ov
+                    jmax = j
+        # assign detection as true positive/don't care/false positive
+        if ovmax >= minoverlap:
+            if not gt[i]["difficult"][jmax]:
+                if not gt[i]["det"][jmax]:
+                    tp[d] = 1  # true positive
+                    gt[i]["det"][jmax] = True
                 else:
-                    f = 1
+                    fp[d] = 1  # false positive (multiple detection)
         else:
-            f = 1
-        tp.append(t)
-        fp.append(f)
-    tp, fp = np.cumsum(tp), np.cumsum(fp)
+            fp[d] = 1  # false positive
+    # compute precision/recall
+    fp = np.cumsum(fp)
+    tp = np.cumsum(tp)
     rec = tp / npos
-    prec = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
-    if use_07:
+    with np.errstate(invalid="ignore"):
+        prec = tp / (fp + tp)
+    if use_07_metric:
         ap = 0.0
-        for t in [k / 10 for k in range(11)]:
-            p = np.max(prec[rec >= t]) if np.sum(rec >= t) else 0.0
-            ap = ap + p / 11.0
-    else:
-        mrec = np.concatenate(([0.0], rec, [1.0]))
-        mpre = np.concatenate(([0.0], prec, [0.0]))
-        for k in range(mpre.size - 1, 0, -1):
-            mpre[k - 1] = max(mpre[k - 1], mpre[k])
-        k = np.where(mrec[1:] != mrec[:-1])[0]
-        ap = np.sum((mrec[k + 1] - mrec[k]) * mpre[k + 1])
+        # MATLAB's colon 0:0.1:1 (colonop): first half k*0.1 from the start, second half 1-(10-k)*0.1 from the end
+        for t in [k * 0.1 for k in range(6)] + [1 - (10 - k) * 0.1 for k in range(6, 11)]:
+            p = _matlab_max(prec[rec >= t].tolist())
+            if p is None:
+                p = 0
+            ap = ap + p / 11
+    else:  # VOCap.m
+        mrec = [0.0] + rec.tolist() + [1.0]
+        mpre = [0.0] + prec.tolist() + [0.0]
+        for i in range(len(mpre) - 2, -1, -1):
+            mpre[i] = _matlab_max([mpre[i], mpre[i + 1]])
+        i = [k + 1 for k in range(len(mrec) - 1) if mrec[k + 1] != mrec[k]]
+        ap = np.sum([(mrec[k] - mrec[k - 1]) * mpre[k] for k in i])
     return ap, rec, prec
 
 
 @pytest.mark.parametrize("use_07", [False, True])
-def test_matches_a_loop_reference_on_random_data(use_07):
+@pytest.mark.parametrize("rules", ["py-faster-rcnn", "devkit"])
+def test_matches_the_transcribed_references_on_random_data(use_07, rules):
     rng = np.random.default_rng(0)
     dets, gts = [], []
     for _ in range(40):
@@ -268,7 +420,7 @@ def test_matches_a_loop_reference_on_random_data(use_07):
         gb = np.concatenate([xy, xy + rng.integers(4, 40, size=(G, 2))], 1).astype(np.float32)
         gl = rng.integers(1, 4, size=G)
         gd = rng.random(G) < 0.2
-        gts.append((gb, gl, gd))
+        gts.append(gt(gb, gl, gd))
         # detections: jittered copies of objects (some duplicated) plus random boxes; scores with ties
         src = gb[rng.integers(0, G, size=2 * G)] if G else np.zeros((0, 4), np.float32)
         jit = src + rng.integers(-4, 5, size=src.shape)
@@ -277,14 +429,15 @@ def test_matches_a_loop_reference_on_random_data(use_07):
         db = np.concatenate([jit, rnd]).astype(np.float32)
         dl = np.concatenate([gl[rng.integers(0, G, size=2 * G)] if G else np.zeros(0, int), rng.integers(1, 4, size=3)])
         ds = np.round(rng.random(len(db)), 1).astype(np.float32)
-        dets.append((db, ds, dl))
+        dets.append(det(db, ds, dl))
     names = ["a", "b", "c"]
-    r = voc_evaluate([det(*d) for d in dets], [gt(*g) for g in gts], names, use_07_metric=use_07)
+    reference = _voc_eval_py if rules == "py-faster-rcnn" else _vocevaldet_m
+    r = voc_evaluate(dets, gts, names, use_07_metric=use_07, rules=rules)
     for c, name in enumerate(names, start=1):
-        ap, rec, prec = _reference_class_ap(dets, gts, c, 0.5, use_07)
+        ap, rec, prec = reference(dets, gts, c, 0.5, use_07)
         np.testing.assert_array_equal(r["recall"][name], rec)
         np.testing.assert_array_equal(r["precision"][name], prec)
-        assert r["AP"][name] == pytest.approx(ap, rel=1e-12, abs=1e-15)
+        assert r["AP"][name] == ap  # bit for bit
         assert 0 < r["AP"][name] < 1
 
 
@@ -451,9 +604,11 @@ def test_results_files_scored_like_the_arrays(tmp_path):
             det([[5, 5, 20, 20]], [0.3], [1])]
     write_voc_results(dets, ids, names, str(tmp_path / "res"), "test")
     for use_07 in (False, True):
-        files = evaluate_voc_results(root, "test", str(tmp_path / "res"), use_07_metric=use_07)
-        arrays = voc_evaluate(dets, g, names, use_07_metric=use_07)
-        assert files["AP"] == arrays["AP"] and files["mAP"] == arrays["mAP"]
+        for rules in ("py-faster-rcnn", "devkit"):
+            files = evaluate_voc_results(root, "test", str(tmp_path / "res"), use_07_metric=use_07, rules=rules)
+            arrays = voc_evaluate(dets, g, names, use_07_metric=use_07, rules=rules)
+            assert files["AP"] == arrays["AP"] and files["mAP"] == arrays["mAP"]
+            assert files["voc_rules"] == rules and files["voc_metric"] == ("11-point" if use_07 else "area")
     assert evaluate_voc_results(root, "test", str(tmp_path / "res"))["use_07_metric"] is True  # VOC2007
 
 
@@ -473,7 +628,9 @@ def test_voc_evaluator_with_a_voc_folder(tmp_path, caplog):
         metrics = ev.evaluate()
     # cat: TP then FP -> AP 1 (11-point); dog: the difficult object's detection is ignored, two TPs -> AP 1
     # (11 * (1 / 11) accumulated as the devkit does is 1.0000000000000002)
-    assert set(metrics) == {"mAP", "AP"}
+    assert set(metrics) == {"mAP", "AP", "voc_metric", "voc_rules"}
+    assert metrics["voc_metric"] == "11-point" and metrics["voc_rules"] == "py-faster-rcnn"  # VOC2007: auto
+    assert "VOC07 11-point AP, py-faster-rcnn rules (IoU > 0.5)" in caplog.text
     assert metrics["mAP"] == pytest.approx(1.0) and metrics["AP"] == pytest.approx({"cat": 1.0, "dog": 1.0})
     assert "mAP" in caplog.text and "100.00" in caplog.text
     assert sorted(os.listdir(out)) == ["comp4_det_test_cat.txt", "comp4_det_test_dog.txt", "pr_cat.png", "pr_dog.png"]
@@ -484,12 +641,29 @@ def test_voc_evaluator_with_a_voc_folder(tmp_path, caplog):
         ev.evaluate()
 
 
+@pytest.mark.parametrize("year, value, want", [
+    ("2007", "auto", True), ("2012", "auto", False), ("2012", None, False), ("2012", "true", True),
+    ("2007", "false", False), ("2012", True, True), ("2007", False, False)])
+def test_voc_07_metric_choices_follow_the_year_rule(tmp_path, year, value, want):
+    root = write_voc(str(tmp_path / f"VOC{year}"), VOC_OBJECTS)
+    ev = VOCEvaluator(root, "test", use_07_metric=value, rules="devkit")
+    assert ev.use_07_metric is want and resolve_use_07_metric(value, root) is want
+    ev.process([dict(image_id="000001")], [det([[0, 0, 10, 10]], [0.9], [2])])
+    m = ev.evaluate()
+    assert m["voc_metric"] == ("11-point" if want else "area") and m["voc_rules"] == "devkit"
+    with pytest.raises(ValueError, match="expected one of \\['auto', 'true', 'false'\\]"):
+        VOCEvaluator(root, "test", use_07_metric="yes")
+    with pytest.raises(ValueError, match="unknown VOC rules"):
+        VOCEvaluator(root, "test", rules="matlab")
+
+
 def test_voc_evaluator_with_ground_truth_from_records():
     ev = VOCEvaluator(class_names=CLASSES, use_07_metric=False)
     records = [dict(image_id="a", **gt([[0, 0, 10, 10]], [1])), dict(image_id="b", **gt([[0, 0, 10, 10]], [2], [True]))]
     ev.process(records, [det([[0, 0, 10, 10]], [0.9], [1]), det([[0, 0, 10, 10]], [0.9], [2])])
     m = ev.evaluate()
     assert m["mAP"] == 1.0 and m["AP"]["cat"] == 1.0 and math.isnan(m["AP"]["dog"])
+    assert VOCEvaluator(class_names=CLASSES).use_07_metric is False  # auto without a VOC folder: area
 
 
 def test_ap_table():

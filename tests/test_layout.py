@@ -40,6 +40,16 @@ def test_models_import_no_data_engine_or_evaluation_code():
     assert not bad, "\n".join(bad)
 
 
+def test_generated_datasets_import_no_model_or_engine_code():
+    forbidden = ("detection.modeling", "detection.engine")
+    bad = [f"{os.path.relpath(p, ROOT)}:{line} imports {name}"
+           for p in _modules(os.path.join(PACKAGE, "datasets"))
+           for name, line in _imported(p) if name.startswith(forbidden)]
+    assert not bad, "\n".join(bad)
+    # and the data package holds readers, transforms, samplers and loaders only: no generator
+    assert not [p for p in _modules(os.path.join(PACKAGE, "data")) if "synthetic" in os.path.basename(p)]
+
+
 def test_no_import_time_fallback_for_first_party_modules():
     """No `try: import detection.x except ModuleNotFoundError/ImportError` anywhere in the package."""
     bad = []

@@ -459,6 +459,19 @@ def test_roi_align_refuses_absurd_sampling():
     assert torch.equal(out, torch.zeros_like(out))
 
 
+@pytest.mark.parametrize("roi", [[0, 0, 0, math.inf, 5], [0, -1e30, 0, 1e30, 1e30]])
+def test_roi_align_refuses_unbounded_adaptive_grid(roi):
+    # The bound the CUDA kernel shares (csrc/common/op_checks.h): an infinite or huge RoI would loop for hours.
+    with pytest.raises(RuntimeError, match=r"roi_align: RoI 0 needs \d+ x 2147483648 samples per bin, too many"):
+        torch.ops.detection.roi_align(X, torch.tensor([roi]), 1.0, 7, 7, -1, True)
+
+
+def test_check_async_errors_without_cuda_is_a_no_op():
+    # CUDA kernels record data errors for later (csrc/cuda/async_error.cuh); without CUDA use there is none.
+    assert ops.check_async_errors() is None
+    assert torch.ops.detection._check_async_errors() is None
+
+
 def test_backward_kernel_checks():
     g = torch.zeros(1, 3, 2, 2)
     with pytest.raises(RuntimeError, match="grad must be"):

@@ -1,13 +1,17 @@
 """CUDA kernels of detection._C (csrc/cuda) against our CPU kernels and torchvision's CUDA ops.
 
 Needs a CUDA device and an extension built with its CUDA sources (FORCE_CUDA=1, or a GPU at build time);
-without a device the whole module is skipped. Boxes are xyxy in image coordinates; RoIs are [K, 5] rows
-(batch_index, x1, y1, x2, y2).
+without a device the whole module is skipped (marker `cuda`: `pytest -m cuda` runs it with the other CUDA tests).
+Boxes are xyxy in image coordinates; RoIs are [K, 5] rows (batch_index, x1, y1, x2, y2).
 """
+import math
+import re
+import time
+
 import pytest
 import torch
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 import torchvision  # noqa: E402
 
@@ -29,6 +33,17 @@ def _compiled_with_cuda():
         if not torch._C._dispatch_has_kernel_for_dispatch_key(f"detection::{name}", "CUDA"):
             pytest.fail(f"detection._C has no CUDA kernel for {name}: rebuild with FORCE_CUDA=1 `make setup` "
                         "(or `FORCE_CUDA=1 pip install --no-build-isolation -e .`)")
+
+
+@pytest.fixture(autouse=True)
+def _no_async_error_left():
+    """Every test starts and must end without a data error recorded by a CUDA kernel (csrc/cuda/async_error.cuh)."""
+    try:
+        ops.check_async_errors()
+    except RuntimeError:
+        pass
+    yield
+    ops.check_async_errors()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -405,17 +420,157 @@ def test_mixed_devices_and_bad_arguments_raise():
         _C.roi_align(x.to(CUDA), rois.to(CUDA), 0.0, 3, 3, 2, True)
 
 
-def test_batch_index_out_of_range_gives_zeros_on_cuda():
-    # The CPU kernels reject such RoIs; the CUDA kernels cannot without a device sync, so they output zeros and
-    # route no gradient instead of reading or writing outside the feature map.
-    x = feature_map().to(CUDA).requires_grad_()
-    rois = torch.tensor([[2, 0, 0, 5, 5], [-1, 0, 0, 5, 5], [1, 0, 0, 5, 5]], dtype=torch.float32, device=CUDA)
-    out = ops.roi_align(x, rois, 2, 1.0, 2, True)
-    assert bool((out[:2] == 0).all()) and bool((out[2] != 0).any())
+# The argument checks of csrc/common/op_checks.h: each bad input is refused on CUDA with the CPU kernel's message.
+X = torch.zeros(2, 3, 8, 8)
+R = torch.tensor([[0, 1.0, 1.0, 5.0, 5.0]])
+BAD_ROI_ARGS = [
+    (X[0], R, {}, "4-D"),
+    (X, R[:, 1:], {}, "\\[K, 5\\]"),
+    (X, R[0], {}, "\\[K, 5\\]"),
+    (X, R.double(), {}, "same dtype"),
+    (X, R, {"pooled": (0, 2)}, "positive"),
+    (X, R, {"pooled": (2, -1)}, "positive"),
+    (X, R, {"scale": -1.0}, "spatial_scale"),
+    (X, R, {"scale": math.nan}, "spatial_scale"),
+]
+
+
+def _roi_args(op, extra):
+    ph, pw = extra.get("pooled", (2, 2))
+    scale = extra.get("scale", 1.0)
+    return (scale, ph, pw, 2, True) if op == "roi_align" else (scale, ph, pw)
+
+
+def _message(fn):
+    with pytest.raises(RuntimeError) as info:
+        fn()
+    return str(info.value).splitlines()[0]
+
+
+@pytest.mark.parametrize("op", ["roi_align", "roi_pool"])
+@pytest.mark.parametrize("input, rois, extra, match", BAD_ROI_ARGS)
+def test_bad_roi_arguments_raise_as_on_cpu(op, input, rois, extra, match):
+    args = _roi_args(op, extra)
+    cpu = _message(lambda: getattr(_C, op)(input, rois, *args))
+    cuda = _message(lambda: getattr(_C, op)(input.to(CUDA), rois.to(CUDA), *args))
+    assert cuda == cpu
+    assert re.search(match, cuda), cuda
+
+
+@pytest.mark.parametrize("op", ["roi_align", "roi_pool"])
+def test_unsupported_dtype_and_devices_raise(op):
+    args = _roi_args(op, {})
+    with pytest.raises(RuntimeError, match="must be float16, bfloat16, float32 or float64 on CUDA"):
+        getattr(_C, op)(X.int().to(CUDA), R.int().to(CUDA), *args)
+    with pytest.raises(RuntimeError, match=f"{op}: rois must be a CUDA tensor"):
+        getattr(_C, op)(X.to(CUDA), R, *args)
+    with pytest.raises(RuntimeError, match=f"{op}: input must be a CUDA tensor"):
+        getattr(_C, op)(X, R.to(CUDA), *args)
+
+
+@pytest.mark.parametrize("make_args", [
+    lambda: (torch.rand(5, 5), torch.rand(5)),
+    lambda: (torch.rand(2, 5, 4), torch.rand(5)),
+    lambda: (torch.rand(5, 4), torch.rand(5, 1)),
+    lambda: (torch.rand(5, 4), torch.rand(4)),
+    lambda: (torch.rand(5, 4), torch.rand(5).double()),
+])
+def test_bad_nms_arguments_raise_as_on_cpu(make_args):
+    boxes, scores = make_args()
+    cpu = _message(lambda: _C.nms(boxes, scores, 0.5))
+    assert _message(lambda: _C.nms(boxes.to(CUDA), scores.to(CUDA), 0.5)) == cpu
+
+
+def test_backward_bad_arguments_raise_as_on_cpu():
+    g = torch.zeros(1, 3, 2, 2)
+    argmax = torch.zeros(1, 3, 2, 2, dtype=torch.int32)
+    calls = [
+        lambda d: _C._roi_align_backward(g[:, :2].to(d), R.to(d), 1.0, 2, 2, 2, 3, 8, 8, 2, True),
+        lambda d: _C._roi_align_backward(g.double().to(d), R.to(d), 1.0, 2, 2, 2, 3, 8, 8, 2, True),
+        lambda d: _C._roi_align_backward(g.to(d), R.to(d), 1.0, 2, 2, 2, 3, -8, 8, 2, True),
+        lambda d: _C._roi_pool_backward(g.to(d), R.to(d), argmax.long().to(d), 1.0, 2, 2, 2, 3, 8, 8),
+        lambda d: _C._roi_pool_backward(g.to(d), R.to(d), argmax[:, :2].to(d), 1.0, 2, 2, 2, 3, 8, 8),
+    ]
+    for call in calls:
+        assert _message(lambda: call(CUDA)) == _message(lambda: call("cpu"))
+
+
+def test_absurd_fixed_sampling_ratio_raises_as_on_cpu():
+    x, rois = feature_map(), tricky_rois()
+    any_roi = lambda m: re.sub(r"RoI \d+", "RoI n", m)  # noqa: E731  (the CPU's threads may meet another RoI first)
+    cpu = _message(lambda: _C.roi_align(x, rois, 1.0, 7, 7, 2 ** 40, True))
+    assert "too many" in cpu
+    assert any_roi(_message(lambda: _C.roi_align(x.to(CUDA), rois.to(CUDA), 1.0, 7, 7, 2 ** 40, True))) == any_roi(cpu)
+
+
+# Data checks: the CUDA kernels zero the offending RoI and record the CPU kernel's error, raised later.
+BAD_BATCH_ROIS = torch.tensor([[1, 0, 0, 5, 5], [2, 0, 0, 5, 5], [-1, 0, 0, 5, 5]], dtype=torch.float32)
+
+
+def test_batch_index_out_of_range_is_reported_asynchronously():
+    x = feature_map().requires_grad_()
+    cpu = _message(lambda: ops.roi_align(x, BAD_BATCH_ROIS, 2, 1.0, 2, True))
+    assert "is not a batch index in [0, 2)" in cpu
+    x_gpu = x.detach().to(CUDA).requires_grad_()
+    out = ops.roi_align(x_gpu, BAD_BATCH_ROIS.to(CUDA), 2, 1.0, 2, True)  # no sync, no error yet
+    assert bool((out[1:] == 0).all()) and bool((out[0] != 0).any())
+    with pytest.raises(RuntimeError, match=r"roi_align: rois\[[12], 0\] = -?\d+ is not a batch index in \[0, 2\) "
+                                           r"\[found on cuda:\d+ by a CUDA kernel launched earlier"):
+        ops.check_async_errors()
+    ops.check_async_errors()  # raising cleared the record
     out.sum().backward()
-    assert bool((x.grad[0] == 0).all())
-    out, arg = _C.roi_pool(x.detach(), rois, 1.0, 2, 2)
-    assert bool((arg[:2] == -1).all()) and bool((out[:2] == 0).all()) and bool((arg[2] >= 0).all())
+    assert bool((x_gpu.grad[0] == 0).all()) and bool((x_gpu.grad[1] != 0).any())
+    with pytest.raises(RuntimeError, match=r"roi_align_backward: rois\[[12], 0\]"):
+        ops.check_async_errors()
+
+
+def test_async_error_is_raised_by_the_next_cuda_nms():
+    x = feature_map().to(CUDA)
+    out, arg = _C.roi_pool(x, BAD_BATCH_ROIS.to(CUDA), 1.0, 2, 2)
+    assert bool((arg[1:] == -1).all()) and bool((out[1:] == 0).all()) and bool((arg[0] >= 0).all())
+    boxes, scores = random_boxes(100).to(CUDA), distinct_scores(100).to(CUDA)
+    with pytest.raises(RuntimeError, match=r"roi_pool: rois\[[12], 0\] = -?\d+ is not a batch index"):
+        ops.nms(boxes, scores, 0.5)
+    torch.testing.assert_close(ops.nms(boxes, scores, 0.5).cpu(), ops.nms(boxes.cpu(), scores.cpu(), 0.5))
+
+
+def test_foreign_argmax_is_reported_asynchronously():
+    g = torch.ones(1, 3, 2, 2, device=CUDA)
+    argmax = torch.full((1, 3, 2, 2), 64, dtype=torch.int32, device=CUDA)  # outside an 8 x 8 map
+    cpu = _message(lambda: _C._roi_pool_backward(g.cpu(), R, argmax.cpu(), 1.0, 2, 2, 2, 3, 8, 8))
+    grad = _C._roi_pool_backward(g, R.to(CUDA), argmax, 1.0, 2, 2, 2, 3, 8, 8)
+    assert bool((grad == 0).all())
+    with pytest.raises(RuntimeError) as info:
+        ops.check_async_errors()
+    assert str(info.value).startswith(cpu.split(")")[0])  # "roi_pool_backward: argmax holds indices outside [-1, ..."
+
+
+@pytest.mark.parametrize("roi", [[0, 0, 0, math.inf, 5], [0, -1e30, 0, 1e30, 1e30]])
+def test_unbounded_adaptive_grid_is_refused_not_hung(roi):
+    x, rois = feature_map(), torch.tensor([roi], dtype=torch.float32)
+    cpu = _message(lambda: _C.roi_align(x, rois, 1.0, 7, 7, -1, True))
+    assert "samples per bin, too many" in cpu
+    start = time.perf_counter()
+    out = _C.roi_align(x.to(CUDA), rois.to(CUDA), 1.0, 7, 7, -1, True)
+    torch.cuda.synchronize()
+    assert time.perf_counter() - start < 10  # the old kernel looped for ever here
+    assert bool((out == 0).all())
+    with pytest.raises(RuntimeError) as info:
+        ops.check_async_errors()
+    assert str(info.value).startswith(cpu)
+
+
+def test_nms_refuses_a_mask_that_cannot_fit():
+    n = 2_000_000  # mask: 2e6 x 31250 x 8 bytes = 500 GB
+    boxes = random_boxes(n, seed=25, size=1000.0).to(CUDA)
+    scores = torch.rand(n, generator=_gen(26)).to(CUDA)
+    with pytest.raises(RuntimeError, match=r"nms: 2000000 boxes need a 500000000000-byte .* suppression mask .* "
+                                           r"run NMS on fewer boxes at a time"):
+        _C.nms(boxes, scores, 0.5)
+    with pytest.raises(RuntimeError, match="at most 4194240 boxes"):
+        _C.nms(boxes[:1].expand(5_000_000, 4), scores[:1].expand(5_000_000), 0.5)
+    keep = _C.nms(boxes[:1000], scores[:1000], 0.5)  # still usable
+    torch.testing.assert_close(keep.cpu(), _C.nms(boxes[:1000].cpu(), scores[:1000].cpu(), 0.5))
 
 
 def test_backward_alerts_nondeterminism():

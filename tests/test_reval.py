@@ -68,10 +68,13 @@ def test_voc_end_to_end(voc, tmp_path, capsys):
     out = str(tmp_path / "voc.json")
     assert reval.main(["voc", "--root", root, "--split", "test", "--dets", dets_dir, "--out", out]) == 0
     printed = capsys.readouterr().out
-    assert "VOC07 11-point" in printed and "horse" in printed and "mAP" in printed
+    assert "VOC07 11-point AP, py-faster-rcnn rules (IoU > 0.5)" in printed and "horse" in printed
     result = json.load(open(out))
     expected = voc_evaluate(DETS, gt, names, use_07_metric=True)  # VOC2007: 11-point by default
-    assert set(result) == {"mAP", "AP"}
+    summary = f"mAP = {expected['mAP']:.4f} (VOC07 11-point AP, py-faster-rcnn rules (IoU > 0.5))"
+    assert printed.splitlines()[-1] == summary
+    assert set(result) == {"mAP", "AP", "voc_metric", "voc_rules"}
+    assert result["voc_metric"] == "11-point" and result["voc_rules"] == "py-faster-rcnn"
     assert result["mAP"] == pytest.approx(expected["mAP"], abs=1e-12)
     assert result["AP"] == pytest.approx(expected["AP"], abs=1e-12)
     assert 0 < result["mAP"] < 1
@@ -80,6 +83,53 @@ def test_voc_end_to_end(voc, tmp_path, capsys):
     area = voc_evaluate(DETS, gt, names, use_07_metric=False)
     assert json.load(open(out))["mAP"] == pytest.approx(area["mAP"], abs=1e-12)
     assert area["mAP"] != expected["mAP"]
+
+
+def test_voc_rules_devkit(tmp_path, capsys):
+    # one object VOC 1..100 x 1..10 and a detection over its left half: IoU exactly 0.5
+    root = write_voc(str(tmp_path / "VOC2007"), {"000001": [("cat", 1, 1, 100, 10, 0)]})
+    dets_dir = str(tmp_path / "dets")
+    write_voc_results([det([[0, 0, 50, 10]], [0.9], [1])], ["000001"], ["cat"], dets_dir, "test")
+    out = str(tmp_path / "r.json")
+    assert reval.main(["voc", "--root", root, "--dets", dets_dir, "--out", out]) == 0
+    assert json.load(open(out))["mAP"] == 0.0  # py-faster-rcnn: IoU > 0.5
+    assert reval.main(["voc", "--root", root, "--dets", dets_dir, "--rules", "devkit", "--out", out]) == 0
+    result = json.load(open(out))
+    assert result["mAP"] == pytest.approx(1.0) and result["voc_rules"] == "devkit"  # VOCevaldet.m: IoU >= 0.5
+    assert "devkit rules (IoU >= 0.5)" in capsys.readouterr().out
+    assert "invalid choice" in _error(capsys, ["voc", "--root", root, "--dets", dets_dir, "--rules", "matlab"])
+
+
+@pytest.mark.parametrize("year", ["2007", "2012"])
+def test_reval_and_test_net_evaluator_agree(tmp_path, year):
+    """The same detections, scored by reval.py and by the evaluator test_net builds from the default config,
+    give the same mAP with the same metric (the year rule in both: 11-point for 2007, area for 2012)."""
+    from detection.config import get_default_config
+    from detection.engine.detection_task import DetectionTask
+
+    devkit = tmp_path / "VOCdevkit"
+    root = write_voc(str(devkit / f"VOC{year}"), OBJECTS)
+    ids, _, names = load_voc_ground_truth(root, "test")
+    dets_dir = str(tmp_path / "dets")
+    write_voc_results(DETS, ids, names, dets_dir, "test")
+    out = str(tmp_path / "reval.json")
+    assert reval.main(["voc", "--root", root, "--dets", dets_dir, "--out", out]) == 0
+    from_reval = json.load(open(out))
+
+    cfg = get_default_config()
+    cfg.DATA.ROOT, cfg.DATA.TEST_SET = str(devkit), f"{year}_test"
+
+    class Dataset:  # what build_evaluator reads of the test dataset
+        meta = {"format": "voc"}
+        class_names = names
+
+    evaluator = DetectionTask().build_evaluator(cfg, Dataset(), None)
+    evaluator.process([dict(image_id=i) for i in ids], DETS)
+    from_test_net = evaluator.evaluate()
+    assert from_test_net["voc_metric"] == from_reval["voc_metric"] == ("11-point" if year == "2007" else "area")
+    assert from_test_net["voc_rules"] == from_reval["voc_rules"] == "py-faster-rcnn"
+    assert from_test_net["mAP"] == pytest.approx(from_reval["mAP"], abs=1e-12)
+    assert 0 < from_reval["mAP"] < 1
 
 
 def test_voc_classes_and_plots(voc, tmp_path, capsys):

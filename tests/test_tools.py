@@ -81,7 +81,7 @@ def test_train_net_refuses_to_overwrite_and_resume_of_a_finished_run_does_nothin
     assert os.path.getmtime(os.path.join(out, "model_final.pth")) == before
 
 
-def test_test_net_with_tta_writes_metrics_predictions_and_voc_files(trained, tmp_path):
+def test_test_net_with_tta_writes_metrics_predictions_and_voc_files(trained, tmp_path, capsys):
     cfg, out = trained
     res = tmp_path / "tta"
     code = test_tool.main(["--cfg", cfg, "--weights", os.path.join(out, "model_final.pth"), "--output", str(res),
@@ -90,6 +90,9 @@ def test_test_net_with_tta_writes_metrics_predictions_and_voc_files(trained, tmp
     assert code == 0
     metrics = json.load(open(res / "metrics.json"))
     assert metrics["test_scales"] == [112, 128] and metrics["flip"] is True and metrics["images"] == 4
+    # which VOC metric and rules the mAP is: TEST.VOC_07_METRIC auto on VOC2007 -> 11-point, TEST.VOC_RULES
+    assert metrics["voc_metric"] == "11-point" and metrics["voc_rules"] == "py-faster-rcnn"
+    assert "(VOC 11-point metric, py-faster-rcnn rules)" in capsys.readouterr().out
     preds = json.load(open(res / "predictions.json"))
     assert len(preds) == 4
     for p in preds:

@@ -1,7 +1,9 @@
-"""Time our Faster R-CNN against torchvision's FasterRCNN built from the same parts, in the same run (CPU).
+"""Time our Faster R-CNN against torchvision's FasterRCNN built from the same parts, in the same run.
 
 Usage: python tools/benchmark_model.py [--backbones tiny resnet18] [--size 600 800] [--repeats 3] [--warmup 1]
-                                       [--threads 2] [--ims-per-batch 1] [--append docs/benchmarks.md]
+                                       [--threads 2] [--ims-per-batch 1] [--device cpu|cuda]
+                                       [--precision fp32|amp|both] [--json results.json]
+                                       [--append docs/benchmarks.md]
 
 Both models get the same trunk and per-RoI head (copies of one randomly initialised backbone: no weights are
 downloaded), the same RPN and box-predictor weights, the same anchors (3 sizes x 3 ratios at stride 16), the
@@ -9,16 +11,22 @@ same proposal counts (py-faster-rcnn: 12000/2000 pre/post-NMS in training, 6000/
 anchors (256) and RoIs (128) per image, the same RoIAlign output size, and images whose size needs no resize.
 Inference is timed per image (batch of 1, no_grad); a training step is forward + backward + SGD step on
 `--ims-per-batch` images with 3 random ground-truth boxes each. Calls alternate (ours, torchvision, backbone
-alone) so a busy machine slows all alike; the table shows medians after warm-up.
+alone) so a busy machine slows all alike; the table shows medians after warm-up, and the same as throughput:
+images/s for inference, iterations/s for training. On CUDA every timed call ends with a synchronisation, and
+`--precision amp` runs both models under torch.autocast (float16) with a GradScaler in training; the GPU example
+is `--device cuda --backbones vgg16 resnet50 --size 600 1000 --precision both` (ResNet-50 is the C4 model).
 
 The ratio is the median of the per-repeat ratios ours / torchvision (each pair measured back to back). "Outside
 trunk+head" is our time minus the time spent in the trunk and the per-RoI head (forward, and backward in
 training), measured inside the same runs with hooks: everything the detector adds (preprocessing, RPN head,
-anchors, matching, sampling, proposal NMS, RoIAlign, predictor, losses, post-processing, optimizer step).
+anchors, matching, sampling, proposal NMS, RoIAlign, predictor, losses, post-processing, optimizer step). It is
+measured on the CPU only (host-side hooks cannot time asynchronous CUDA work without synchronising it).
 """
 import argparse
+import contextlib
 import copy
 import datetime
+import json
 import os
 import statistics
 import sys
@@ -111,9 +119,15 @@ def make_inputs(n, height, width, seed=0):
     return images, targets
 
 
-def timed(fn):
+def timed(fn, device=torch.device("cpu")):
+    """(seconds, result) of fn(); on CUDA the queued work is finished before and after."""
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
     t = time.perf_counter()
     out = fn()
+    if cuda:
+        torch.cuda.synchronize(device)
     return time.perf_counter() - t, out
 
 
@@ -169,73 +183,102 @@ class BackboneClock:
             h.remove()
 
 
-def bench(backbone, height, width, repeats, warmup, ims_per_batch, log):
+def bench(backbone, height, width, repeats, warmup, ims_per_batch, log, device=torch.device("cpu"), amp=False):
     cfg = make_config(backbone, height, width)
     torch.manual_seed(0)
     ours, tv = build_pair(cfg)
-    clock = BackboneClock(ours)
+    ours, tv = ours.to(device), tv.to(device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    clock = BackboneClock(ours) if device.type == "cpu" else None
     images, targets = make_inputs(max(ims_per_batch, 1), height, width)
+    images = [im.to(device) for im in images]
+    targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
     keys = ("inf_ours", "inf_tv", "inf_bb", "inf_ratio", "train_ours", "train_tv", "train_bb", "train_ratio")
     res = {k: [] for k in keys}
     counts = {}
     opts = {m: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-6, momentum=0.9)
             for m in (ours, tv)}
+    scalers = {m: torch.amp.GradScaler(device.type, enabled=amp) for m in (ours, tv)}
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.float16) if amp else contextlib.nullcontext()
 
     def infer(model):
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             return model(images[:1])
 
     def train_step(model):
         model.train()
-        losses = model(images[:ims_per_batch], targets[:ims_per_batch])
+        with autocast():
+            losses = model(images[:ims_per_batch], targets[:ims_per_batch])
         opts[model].zero_grad()
-        sum(losses.values()).backward()
-        if model is ours:
+        scalers[model].scale(sum(losses.values())).backward()
+        if clock is not None and model is ours:
             clock.end_backward()
-        opts[model].step()
+        scalers[model].step(opts[model])
+        scalers[model].update()
         return losses
+
+    def seconds_in_trunk():
+        return clock.seconds if clock is not None else 0.0
 
     for r in range(warmup + repeats):
         order = (ours, tv) if r % 2 == 0 else (tv, ours)  # alternate who goes first
         t_inf, t_train, dets = {}, {}, {}
         for m in order:
-            clock.reset()
+            if clock is not None:
+                clock.reset()
             torch.manual_seed(r)
-            t_inf[m], dets[m] = timed(lambda: infer(m))
+            t_inf[m], dets[m] = timed(lambda: infer(m), device)
             if m is ours:
-                bb_inf = clock.seconds
+                bb_inf = seconds_in_trunk()
         for m in order:
-            clock.reset()
+            if clock is not None:
+                clock.reset()
             torch.manual_seed(r)
-            t_train[m], _ = timed(lambda: train_step(m))
+            t_train[m], _ = timed(lambda: train_step(m), device)
             if m is ours:
-                bb_train = clock.seconds
+                bb_train = seconds_in_trunk()
         counts = {"det_ours": len(dets[ours][0]["boxes"]), "det_tv": len(dets[tv][0]["boxes"])}
         values = (t_inf[ours], t_inf[tv], bb_inf, t_inf[ours] / t_inf[tv],
                   t_train[ours], t_train[tv], bb_train, t_train[ours] / t_train[tv])
-        log(f"  {backbone} {'warm-up' if r < warmup else 'repeat'} {r}: inference ours {values[0]:.3f}s "
-            f"(backbone {bb_inf:.3f}s) tv {values[1]:.3f}s | train ours {values[4]:.3f}s (backbone "
+        log(f"  {backbone} {'amp' if amp else 'fp32'} {'warm-up' if r < warmup else 'repeat'} {r}: inference ours "
+            f"{values[0]:.3f}s (backbone {bb_inf:.3f}s) tv {values[1]:.3f}s | train ours {values[4]:.3f}s (backbone "
             f"{bb_train:.3f}s) tv {values[5]:.3f}s")
         if r >= warmup:
             for k, v in zip(keys, values):
                 res[k].append(v)
-    clock.remove()
+    if clock is not None:
+        clock.remove()
     med = {k: statistics.median(v) for k, v in res.items()}
     med.update(counts)
+    med["trunk_timed"] = clock is not None
+    if device.type == "cuda":
+        med["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
     return med
 
 
 def table(rows, args):
-    lines = ["| backbone | image | what | ours (s) | torchvision (s) | ratio | ours outside trunk+head |",
-             "|---|---|---|---|---|---|---|"]
-    for name, m in rows:
+    """rows: (backbone, precision, medians). Throughput: images/s for inference, iterations/s for training."""
+    lines = ["| backbone | device | precision | image | what | ours (s) | torchvision (s) | ours /s | torchvision /s "
+             "| ratio | ours outside trunk+head |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, precision, m in rows:
         img = f"{args.size[0]}x{args.size[1]}"
-        for what, key in (("inference / image", "inf"), (f"train step ({args.ims_per_batch} img)", "train")):
+        for what, key, unit in (("inference / image", "inf", "img/s"),
+                                (f"train step ({args.ims_per_batch} img)", "train", "it/s")):
             ours = m[f"{key}_ours"]
-            outside = max(ours - m[f"{key}_bb"], 0.0)
-            lines.append(f"| {name} | {img} | {what} | {ours:.3f} | {m[f'{key}_tv']:.3f} | "
-                         f"{m[f'{key}_ratio']:.2f}x | {outside:.3f} s ({100 * outside / ours:.0f}%) |")
+            if m["trunk_timed"]:
+                outside = max(ours - m[f"{key}_bb"], 0.0)
+                outside_text = f"{outside:.3f} s ({100 * outside / ours:.0f}%)"
+            else:
+                outside_text = "n/a"
+            lines.append(f"| {name} | {args.device} | {precision} | {img} | {what} | {ours:.3f} | "
+                         f"{m[f'{key}_tv']:.3f} | {1 / ours:.1f} {unit} | {1 / m[f'{key}_tv']:.1f} {unit} | "
+                         f"{m[f'{key}_ratio']:.2f}x | {outside_text} |")
     return "\n".join(lines)
 
 
@@ -247,34 +290,56 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ims-per-batch", type=int, default=1)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--precision", choices=("fp32", "amp", "both"), default="fp32",
+                    help="amp: torch.autocast float16 (+ GradScaler in training); CUDA only")
+    ap.add_argument("--json", default="", metavar="PATH", help="also write the medians to this JSON file")
     ap.add_argument("--append", default="", help="append the table to this markdown file (docs/benchmarks.md)")
     args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("benchmark_model.py --device cuda: no CUDA device is visible", file=sys.stderr)
+        return 2
+    if args.device == "cpu" and args.precision != "fp32":
+        print("benchmark_model.py: --precision amp needs --device cuda", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     from detection import ops
 
+    device = torch.device(args.device)
+    precisions = ("fp32", "amp") if args.precision == "both" else (args.precision,)
     start = time.perf_counter()
     rows = []
     for name in args.backbones:
         repeats = args.repeats or (9 if name == "tiny" else 3)
-        rows.append((name, bench(name, args.size[0], args.size[1], repeats, args.warmup, args.ims_per_batch,
-                                 lambda s: print(s, flush=True))))
+        for precision in precisions:
+            rows.append((name, precision, bench(name, args.size[0], args.size[1], repeats, args.warmup,
+                                                args.ims_per_batch, lambda s: print(s, flush=True), device,
+                                                amp=precision == "amp")))
     md = table(rows, args)
-    note = (f"Medians of {args.repeats or '9 (tiny) / 3'} repeats after {args.warmup} warm-up, "
-            f"torch.set_num_threads({args.threads}), "
+    where = (f"CUDA {torch.cuda.get_device_name(device)}" if device.type == "cuda"
+             else f"torch.set_num_threads({args.threads})")
+    note = (f"Medians of {args.repeats or '9 (tiny) / 3'} repeats after {args.warmup} warm-up, {where}, "
             f"random init, {NUM_CLASSES} classes, detection.ops backend: {ops.BACKEND}. ratio = ours / torchvision "
             f"(< 1: ours faster). Detections at random init: "
-            + ", ".join(f"{n} ours {m['det_ours']} / tv {m['det_tv']}" for n, m in rows)
+            + ", ".join(f"{n} {p} ours {m['det_ours']} / tv {m['det_tv']}" for n, p, m in rows)
             + f". Total benchmark time {time.perf_counter() - start:.0f} s.")
     print(md)
     print(note)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"device": where, "torch": torch.__version__, "torchvision": torchvision.__version__,
+                       "size": args.size, "rows": [{"backbone": n, "precision": p, **m} for n, p, m in rows]},
+                      f, indent=1)
     if args.append:
-        section = (f"\n## Model (CPU)\n\n{datetime.date(2026, 11, 23).isoformat()}, machine: 2-core CPU "
-                   f"(shared), torch {torch.__version__}, torchvision {torchvision.__version__}. "
+        machine = where if device.type == "cuda" else "machine: 2-core CPU (shared)"
+        section = (f"\n## Model ({args.device.upper()})\n\n{datetime.date(2026, 11, 23).isoformat()}, {machine}, "
+                   f"torch {torch.__version__}, torchvision {torchvision.__version__}. "
                    f"`python tools/benchmark_model.py` (FasterRCNN vs torchvision's FasterRCNN with the same "
                    f"trunk, head, anchors and proposal counts).\n\n{md}\n\n{note}\n")
         with open(args.append, "a", encoding="utf-8") as f:
             f.write(section)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

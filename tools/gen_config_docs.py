@@ -16,6 +16,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from detection.config import config_keys  # noqa: E402
+from detection.config.spec import describe_allowed  # noqa: E402
 
 DEFAULT_OUT = os.path.join(ROOT, "docs", "config.md")
 
@@ -35,8 +36,10 @@ python tools/train_net.py --cfg configs/my.yaml --set SOLVER.BASE_LR 0.002 TRAIN
 - `--set KEY VALUE ...` values are read with Python's `ast.literal_eval` (`0.01`, `"(600,)"`, `True`),
   falling back to the raw string.
 - Ints are accepted for floats, lists for tuples; `None` only where the default is `None`.
-- To add a key: one `_add("SECTION.KEY", default, "comment")` line in `detection/config/defaults.py`, then run
-  `python tools/gen_config_docs.py`.
+- A value outside a key's range ("Allowed" below: bounds are inclusive unless written `>`), an empty list where
+  one is needed, or a wrong number of entries is an error naming the key, the file and the range.
+- To add a key: one `_add("SECTION.KEY", default, "comment")` line (with its range: `min=`, `max=`, `above=`,
+  `nonempty=`, `length=`) in `detection/config/defaults.py`, then run `python tools/gen_config_docs.py`.
 
 `MODEL.FREEZE_AT` per backbone (frozen parameters get `requires_grad=False`):
 
@@ -74,6 +77,9 @@ def render() -> str:
         desc = spec.comment.replace("|", "\\|")
         if spec.choices:
             desc = desc.rstrip(".") + ". Choices: " + ", ".join(f"`{c!r}`" for c in spec.choices) + "."
+        allowed = describe_allowed(spec)
+        if allowed:
+            desc = desc.rstrip(".") + f". Allowed: {allowed}."
         lines.append(f"| `{spec.key}` | {_fmt(spec.default)} | {desc} |")
     return "\n".join(lines) + "\n"
 

@@ -2,11 +2,13 @@
 """Re-score saved detections without a model (py-faster-rcnn's reval.py).
 
   python tools/reval.py voc --root VOCdevkit/VOC2007 --split test --dets DIR [--use-07-metric | --no-07-metric]
-                            [--classes a,b,...] [--out FILE.json] [--plots DIR]
+                            [--rules py-faster-rcnn|devkit] [--classes a,b,...] [--out FILE.json] [--plots DIR]
       DIR holds the devkit's comp4_det_<split>_<class>.txt files (1-based inclusive pixels). Classes default to
       the object names of the split's annotations, sorted. The 11-point metric defaults to on for VOC years
-      before 2010 (VOC2007), off otherwise (py-faster-rcnn's rule). JSON: {"mAP": float, "AP": {class: float}}
-      (fractions; null for a class without non-difficult objects, which is left out of the mAP).
+      before 2010 (VOC2007), off otherwise (py-faster-rcnn's rule; test_net's TEST.VOC_07_METRIC 'auto' is the
+      same rule). --rules: py-faster-rcnn's voc_eval.py (default) or the MATLAB devkit's VOCevaldet.m, each
+      exactly (TEST.VOC_RULES). JSON: {"mAP": float, "AP": {class: float}, "voc_metric": "11-point" | "area",
+      "voc_rules": rules} (fractions; null for a class without non-difficult objects, left out of the mAP).
 
   python tools/reval.py coco --ann instances.json --dets results.json [--out FILE.json]
       pycocotools' COCOeval (bbox). JSON: {"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10",
@@ -42,7 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     metric.add_argument("--no-07-metric", dest="use_07_metric", action="store_false",
                         help="VOC2010+ area AP (default otherwise)")
     voc.add_argument("--classes", default=None, help="comma-separated class names (default: those annotated, sorted)")
-    voc.add_argument("--iou-thresh", type=float, default=0.5, help="a detection matches when IoU > this (default 0.5)")
+    voc.add_argument("--rules", choices=("py-faster-rcnn", "devkit"), default="py-faster-rcnn",
+                     help="py-faster-rcnn: voc_eval.py (IoU > thresh, 11-point at np.arange(0, 1.1, 0.1)); "
+                          "devkit: VOCevaldet.m (IoU >= thresh, 0:0.1:1, stable sort). Default py-faster-rcnn")
+    voc.add_argument("--iou-thresh", type=float, default=0.5, help="the match threshold of --rules (default 0.5)")
     voc.add_argument("--out", default=None, help="write {\"mAP\", \"AP\"} as JSON here")
     voc.add_argument("--plots", default=None, metavar="DIR", help="save a precision-recall PNG per class here")
 
@@ -64,7 +69,7 @@ def _write_json(path: str, payload: dict) -> None:
 
 
 def _run_voc(args) -> None:
-    from detection.evaluation.voc import evaluate_voc_results, format_ap_table
+    from detection.evaluation.voc import describe_voc_metric, evaluate_voc_results, format_ap_table
 
     classes = None
     if args.classes is not None:
@@ -72,16 +77,17 @@ def _run_voc(args) -> None:
         if not classes:
             raise ValueError("--classes names no class")
     result = evaluate_voc_results(args.root, args.split, args.dets, classes, use_07_metric=args.use_07_metric,
-                                  iou_thresh=args.iou_thresh)
-    metric = "VOC07 11-point" if result["use_07_metric"] else "VOC2010+ area"
-    print(format_ap_table(result["AP"], result["mAP"], result["num_gt"],
-                          title=f"{metric} AP, IoU > {args.iou_thresh}, {args.root} {args.split}"))
+                                  iou_thresh=args.iou_thresh, rules=args.rules)
+    what = describe_voc_metric(result["use_07_metric"], args.rules, args.iou_thresh)
+    print(format_ap_table(result["AP"], result["mAP"], result["num_gt"], title=f"{what}, {args.root} {args.split}"))
+    print(f"mAP = {result['mAP']:.4f} ({what})")
     if args.plots:
         from detection.evaluation.plots import plot_pr_curves
 
         plot_pr_curves(result["precision"], result["recall"], result["AP"], args.plots)
     if args.out:
-        _write_json(args.out, {"mAP": result["mAP"], "AP": result["AP"]})
+        _write_json(args.out, {"mAP": result["mAP"], "AP": result["AP"], "voc_metric": result["voc_metric"],
+                               "voc_rules": result["voc_rules"]})
 
 
 def _run_coco(args) -> None:

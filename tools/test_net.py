@@ -42,7 +42,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _headline(metrics: dict) -> str:
     parts = [f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)]
-    return ", ".join(parts[:6])
+    text = ", ".join(parts[:6])
+    if "voc_metric" in metrics:  # which VOC metric and rules the mAP is (TEST.VOC_07_METRIC, TEST.VOC_RULES)
+        text += f" (VOC {metrics['voc_metric']} metric, {metrics.get('voc_rules')} rules)"
+    return text
 
 
 def test(args) -> int:

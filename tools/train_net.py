@@ -58,7 +58,8 @@ def train(args) -> int:
 
     from detection.config import dump_config
     from detection.engine.checkpoint import Checkpointer, atomic_write_text, load_model_weights, write_json
-    from detection.engine.distributed import get_world_size, is_main_process, synchronize, weights_match_rank0
+    from detection.engine.distributed import (get_world_size, is_distributed, is_main_process, launched_by_torchrun,
+                                              synchronize, weights_match_rank0)
     from detection.engine.inference import inference_on_dataset
     from detection.engine.launch import ToolError, load_config_from_args, resolve_weights_argument, setup_run
     from detection.engine.optim import build_lr_scheduler, build_optimizer
@@ -71,7 +72,7 @@ def train(args) -> int:
         raise ToolError("--resume continues OUTPUT_DIR's own run; --weights starts a new one: pick one")
     output_dir = cfg.OUTPUT_DIR
     _check_output_dir(output_dir, args.resume)
-    device = setup_run(cfg, output_dir, distributed=int(os.environ.get("WORLD_SIZE", "1")) > 1)
+    device = setup_run(cfg, output_dir, distributed=launched_by_torchrun())
     main = is_main_process()
     task = get_task(cfg)
     weights = resolve_weights_argument(cfg, args.weights) if args.weights else None
@@ -100,9 +101,11 @@ def train(args) -> int:
     checkpointer.extra["class_names"] = list(task.class_names(cfg))
 
     train_model = model
-    if get_world_size() > 1:
+    if is_distributed():  # every torchrun launch, a single process included
         ids = [device.index] if device.type == "cuda" else None
         train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        logger.info("DistributedDataParallel over %d process(es), backend %s", get_world_size(),
+                    torch.distributed.get_backend())
 
     test_state = {}
 
@@ -138,7 +141,7 @@ def train(args) -> int:
         metrics = evaluate(out_dir=eval_dir)
         if main:
             write_json(os.path.join(eval_dir, "metrics.json"), json_safe(metrics))
-            headline = {k: metrics[k] for k in (task.best_metric,) if k in metrics}
+            headline = {k: metrics[k] for k in (task.best_metric, "voc_metric", "voc_rules") if k in metrics}
             logger.info("final evaluation on %s: %s (all metrics: %s)", cfg.DATA.TEST_SET, headline,
                         os.path.join(eval_dir, "metrics.json"))
     synchronize()

@@ -21,6 +21,8 @@
 #include <limits>
 #include <vector>
 
+#include "common/op_checks.h"
+
 namespace detection {
 namespace cpu {
 namespace {
@@ -137,18 +139,7 @@ at::Tensor nms_impl(const at::Tensor& dets, const at::Tensor& scores, double iou
 }
 
 at::Tensor nms_cpu(const at::Tensor& dets_, const at::Tensor& scores_, double iou_threshold) {
-  TORCH_CHECK(dets_.device().is_cpu() && scores_.device().is_cpu(), "nms: boxes and scores must be CPU tensors, got ",
-              dets_.device(), " and ", scores_.device());
-  TORCH_CHECK(dets_.dim() == 2 && dets_.size(1) == 4, "nms: boxes must be a [N, 4] tensor (x1, y1, x2, y2), got shape ",
-              dets_.sizes());
-  TORCH_CHECK(scores_.dim() == 1, "nms: scores must be a 1-D [N] tensor, got shape ", scores_.sizes());
-  TORCH_CHECK(dets_.size(0) == scores_.size(0), "nms: boxes and scores must have the same length, got ",
-              dets_.size(0), " and ", scores_.size(0));
-  TORCH_CHECK(dets_.scalar_type() == at::kFloat || dets_.scalar_type() == at::kDouble,
-              "nms: boxes must be float32 or float64 on CPU, got ", dets_.scalar_type());
-  TORCH_CHECK(dets_.scalar_type() == scores_.scalar_type(), "nms: boxes (", dets_.scalar_type(), ") and scores (",
-              scores_.scalar_type(), ") must have the same dtype");
-  TORCH_CHECK(dets_.size(0) <= std::numeric_limits<int32_t>::max(), "nms: too many boxes (", dets_.size(0), ")");
+  checks::check_nms(dets_, scores_, c10::DeviceType::CPU);
   if (dets_.size(0) == 0) return at::empty({0}, dets_.options().dtype(at::kLong));
   const at::Tensor dets = dets_.contiguous();
   const at::Tensor scores = scores_.contiguous();

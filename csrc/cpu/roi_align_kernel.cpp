@@ -29,10 +29,6 @@ namespace detection {
 namespace cpu {
 namespace {
 
-// Largest grid of samples one RoI may need (pooled_height * grid_h * pooled_width * grid_w); beyond this a RoI
-// is so large relative to its bins that the op would run for hours, so it is refused with a clear message.
-constexpr int64_t kMaxSamplesPerRoi = int64_t(1) << 31;
-
 // One sampling coordinate along one axis after the boundary rules: interpolates between positions lo and hi
 // with weights wlo = 1 - frac, whi = frac. lo / hi are offsets into a channels-last [H, W, C] image:
 // row * W * C on the y axis, column * C on the x axis.
@@ -79,13 +75,12 @@ void axis_taps(T start, T bin, int64_t pooled, int64_t grid, int64_t size, int64
   beg[pooled] = static_cast<int64_t>(taps.size());
 }
 
-// Samples per bin along one axis: sampling_ratio, or ceil(roi_size / pooled) (0 for empty or NaN sizes).
+// Samples per bin along one axis: sampling_ratio, or ceil(roi_size / pooled) (0 for empty or NaN sizes), bounded
+// as on CUDA (csrc/common/op_checks.h).
 template <typename T>
 int64_t grid_size(T roi_size, int64_t pooled, int64_t sampling_ratio) {
   if (sampling_ratio > 0) return sampling_ratio;
-  const double g = std::ceil(static_cast<double>(roi_size / static_cast<T>(pooled)));
-  if (!(g > 0)) return 0;
-  return g > double(kMaxSamplesPerRoi) ? kMaxSamplesPerRoi : static_cast<int64_t>(g);
+  return checks::roi_align_grid(std::ceil(static_cast<double>(roi_size / static_cast<T>(pooled))), sampling_ratio);
 }
 
 template <typename T>
@@ -107,11 +102,8 @@ void roi_geometry(const T* roi, int64_t n, T spatial_scale, int64_t height, int6
   const T bin_w = roi_w / static_cast<T>(pooled_width);
   const int64_t grid_h = grid_size(roi_h, pooled_height, sampling_ratio);
   const int64_t grid_w = grid_size(roi_w, pooled_width, sampling_ratio);
-  TORCH_CHECK(grid_h == 0 || grid_w == 0 ||
-                  (grid_h <= kMaxSamplesPerRoi / pooled_height && grid_w <= kMaxSamplesPerRoi / pooled_width &&
-                   grid_h * pooled_height <= kMaxSamplesPerRoi / (grid_w * pooled_width)),
-              "roi_align: RoI ", n, " needs ", grid_h, " x ", grid_w,
-              " samples per bin, too many; pass a positive sampling_ratio");
+  TORCH_CHECK(checks::roi_align_grid_fits(grid_h, grid_w, pooled_height, pooled_width),
+              checks::roi_align_grid_message(n, grid_h, grid_w));
   g.count = static_cast<T>(std::max<int64_t>(grid_h * grid_w, 1));
   if (height <= 0 || width <= 0) {
     g.ys.clear();
@@ -131,7 +123,8 @@ constexpr int64_t kChannelChunk = 64;
 // Grain of the parallel loops (tasks of one RoI or image and one channel chunk): about 32k sample-channel
 // products, so that small problems run on the calling thread.
 int64_t grain_for(int64_t channels, int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio) {
-  const int64_t s = sampling_ratio > 0 ? sampling_ratio * sampling_ratio : 4;
+  const int64_t r = std::min<int64_t>(sampling_ratio, 1024);  // no overflow for absurd ratios (refused later)
+  const int64_t s = sampling_ratio > 0 ? r * r : 4;
   const int64_t work = std::min(channels, kChannelChunk) * pooled_height * pooled_width * s;
   return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, work));
 }

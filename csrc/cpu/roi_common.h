@@ -14,62 +14,22 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/op_checks.h"
+
 namespace detection {
 namespace cpu {
 
-inline void check_float_dtype(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", name,
-              " must be float32 or float64 on CPU, got ", t.scalar_type());
-}
-
-inline void check_rois(const char* op, const at::Tensor& rois) {
-  TORCH_CHECK(rois.device().is_cpu(), op, ": rois must be a CPU tensor, got one on ", rois.device());
-  TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5, op,
-              ": rois must be a [K, 5] tensor (batch_index, x1, y1, x2, y2), got shape ", rois.sizes());
-  check_float_dtype(op, "rois", rois);
-}
-
-inline void check_pooled_size(const char* op, int64_t pooled_height, int64_t pooled_width) {
-  TORCH_CHECK(pooled_height > 0 && pooled_width > 0, op, ": output size must be positive, got (", pooled_height,
-              ", ", pooled_width, ")");
-}
-
-inline void check_spatial_scale(const char* op, double spatial_scale) {
-  TORCH_CHECK(std::isfinite(spatial_scale) && spatial_scale > 0, op,
-              ": spatial_scale must be a positive finite number, got ", spatial_scale);
-}
-
-// Checks of a forward call: input [B, C, H, W] and rois [K, 5] of the same floating dtype, both on the CPU.
+// The argument checks are the CUDA kernels' too (csrc/common/op_checks.h); here bound to the CPU.
 inline void check_roi_forward(const char* op, const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                               int64_t pooled_height, int64_t pooled_width) {
-  TORCH_CHECK(input.device().is_cpu(), op, ": input must be a CPU tensor, got one on ", input.device());
-  TORCH_CHECK(input.dim() == 4, op, ": input must be a 4-D [B, C, H, W] tensor, got shape ", input.sizes());
-  check_rois(op, rois);
-  check_float_dtype(op, "input", input);
-  TORCH_CHECK(input.scalar_type() == rois.scalar_type(), op, ": input (", input.scalar_type(), ") and rois (",
-              rois.scalar_type(), ") must have the same dtype");
-  check_pooled_size(op, pooled_height, pooled_width);
-  check_spatial_scale(op, spatial_scale);
+  checks::check_roi_forward(op, input, rois, spatial_scale, pooled_height, pooled_width, c10::DeviceType::CPU);
 }
 
-// Checks of a backward call: grad [K, channels, pooled_height, pooled_width] matching rois [K, 5] in dtype,
-// and a non-negative input shape.
 inline void check_roi_backward(const char* op, const at::Tensor& grad, const at::Tensor& rois, double spatial_scale,
                                int64_t pooled_height, int64_t pooled_width, int64_t batch_size, int64_t channels,
                                int64_t height, int64_t width) {
-  TORCH_CHECK(grad.device().is_cpu(), op, ": grad must be a CPU tensor, got one on ", grad.device());
-  check_rois(op, rois);
-  check_float_dtype(op, "grad", grad);
-  TORCH_CHECK(grad.scalar_type() == rois.scalar_type(), op, ": grad (", grad.scalar_type(), ") and rois (",
-              rois.scalar_type(), ") must have the same dtype");
-  check_pooled_size(op, pooled_height, pooled_width);
-  check_spatial_scale(op, spatial_scale);
-  TORCH_CHECK(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0, op,
-              ": input shape must be non-negative, got [", batch_size, ", ", channels, ", ", height, ", ", width, "]");
-  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == rois.size(0) && grad.size(1) == channels &&
-                  grad.size(2) == pooled_height && grad.size(3) == pooled_width,
-              op, ": grad must be [K, C, pooled_height, pooled_width] = [", rois.size(0), ", ", channels, ", ",
-              pooled_height, ", ", pooled_width, "], got shape ", grad.sizes());
+  checks::check_roi_backward(op, grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height,
+                             width, c10::DeviceType::CPU);
 }
 
 // Batch index of each RoI (column 0 of rois [K, 5] contiguous), truncated toward zero as a C cast does, after

@@ -86,8 +86,7 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(const at::Tensor& input_
   const at::Tensor rois = rois_.contiguous();
   const int64_t num_rois = rois.size(0), channels = input_.size(1);
   const int64_t height = input_.size(2), width = input_.size(3);
-  TORCH_CHECK(height * width <= INT32_MAX, "roi_pool: H * W = ", height * width,
-              " does not fit the int32 argmax");
+  checks::check_roi_pool_plane("roi_pool", height, width);
   at::Tensor output = at::empty({num_rois, channels, pooled_height, pooled_width}, input_.options());
   at::Tensor argmax = at::empty({num_rois, channels, pooled_height, pooled_width}, input_.options().dtype(at::kInt));
   if (output.numel() == 0) return std::make_tuple(output, argmax);
@@ -144,11 +143,7 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad_, const at::Tensor& rois
                                  int64_t batch_size, int64_t channels, int64_t height, int64_t width) {
   check_roi_backward("roi_pool_backward", grad_, rois_, spatial_scale, pooled_height, pooled_width, batch_size,
                      channels, height, width);
-  TORCH_CHECK(argmax_.device().is_cpu(), "roi_pool_backward: argmax must be a CPU tensor");
-  TORCH_CHECK(argmax_.scalar_type() == at::kInt, "roi_pool_backward: argmax must be int32, got ",
-              argmax_.scalar_type());
-  TORCH_CHECK(argmax_.sizes() == grad_.sizes(), "roi_pool_backward: argmax shape ", argmax_.sizes(),
-              " must match grad shape ", grad_.sizes());
+  checks::check_roi_pool_argmax("roi_pool_backward", argmax_, grad_, c10::DeviceType::CPU);
   const at::Tensor grad = grad_.contiguous();
   const at::Tensor rois = rois_.contiguous();
   const at::Tensor argmax = argmax_.contiguous();

@@ -1,4 +1,4 @@
-// Small helpers shared by the CUDA kernels in csrc/cuda/*.cu: grid-stride loops, launch geometry, argument checks.
+// Small helpers shared by the CUDA kernels in csrc/cuda/*.cu: grid-stride loops, launch geometry, int limits.
 // Headers are kept lean (no <ATen/ATen.h>) because every .cu file is compiled once per CI run.
 #pragma once
 
@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 
 namespace detection {
 namespace cuda {
@@ -30,15 +31,15 @@ inline unsigned int grid_for(int64_t n) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);               \
        i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
-// `rois` must be a [K, 5] CUDA tensor (batch_index, x1, y1, x2, y2) on the same device and of the same dtype as `like`.
-inline void check_rois(const at::Tensor& rois, const at::Tensor& like, const char* like_name) {
-  TORCH_CHECK(rois.is_cuda(), "rois must be a CUDA tensor, got one on ", rois.device());
-  TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5,
-              "rois must be [K, 5] (batch_index, x1, y1, x2, y2), got shape ", rois.sizes());
-  TORCH_CHECK(rois.device() == like.device(), "rois is on ", rois.device(), " but ", like_name, " is on ",
-              like.device());
-  TORCH_CHECK(rois.scalar_type() == like.scalar_type(), "rois dtype ", rois.scalar_type(), " must match ",
-              like_name, " dtype ", like.scalar_type());
+// The RoI kernels index B, C, H, W and the pooled sizes with int: a CUDA-only limit, refused clearly.
+inline void check_int_dims(const char* op, c10::IntArrayRef bchw, int64_t pooled_height, int64_t pooled_width) {
+  constexpr int64_t kMax = std::numeric_limits<int>::max();
+  bool ok = pooled_height <= kMax && pooled_width <= kMax;
+  for (const int64_t d : bchw) {
+    ok = ok && d <= kMax;
+  }
+  TORCH_CHECK(ok, op, ": the CUDA kernel needs B, C, H, W and the output size below 2^31, got ", bchw, " and (",
+              pooled_height, ", ", pooled_width, ")");
 }
 
 }  // namespace cuda

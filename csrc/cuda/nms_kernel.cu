@@ -16,9 +16,15 @@
 //    within the block is sequential (thread 0, on the diagonal words staged in shared memory, visiting only boxes
 //    still alive); the kept rows are then OR-ed into the `removed` words of all later blocks in parallel, one
 //    word per thread. Kept indices are compacted into the output on the fly.
+//
+// The mask takes N * ceil(N / 64) * 8 bytes (12,000 boxes: 18 MB; 192,000: 4.6 GB): an N whose mask would not fit
+// in the device's free memory (plus what torch's allocator holds unused) is refused before anything is allocated.
+// Callers with many boxes run NMS in bounded pieces (the RPN: per image, detection/modeling/rpn.py). Each call
+// also raises the asynchronous errors of the RoI kernels (async_error.cuh), with the copy-back it makes anyway.
 #include <ATen/core/Tensor.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAStream.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -26,11 +32,14 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <tuple>
 
+#include "async_error.cuh"
+#include "common/op_checks.h"
 #include "cuda_helpers.cuh"
 
 namespace detection {
@@ -197,17 +206,42 @@ __global__ void __launch_bounds__(kReduceThreads)
   }
 }
 
+// Masks up to this size are allocated without asking how much memory is free (cudaMemGetInfo and the allocator's
+// statistics cost a few microseconds; 256 MiB is N ~ 46,000).
+constexpr uint64_t kMaskBytesAlwaysTried = uint64_t(256) << 20;
+
+// Bytes the caching allocator could hand out on `device` without a new cudaMalloc beyond free memory: free
+// device memory plus blocks it reserved but does not use.
+uint64_t available_bytes(c10::DeviceIndex device) {
+  size_t free_bytes = 0, total_bytes = 0;
+  C10_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  int64_t cached = 0;
+  try {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device);
+    cached = stats.reserved_bytes[0].current - stats.allocated_bytes[0].current;  // [0]: StatType::AGGREGATE
+  } catch (const c10::Error&) {  // an allocator backend without statistics: count free memory only
+    cached = 0;
+  }
+  return static_cast<uint64_t>(free_bytes) + static_cast<uint64_t>(std::max<int64_t>(cached, 0));
+}
+
+// Refuses N boxes whose [N, ceil(N / 64)] uint64 mask cannot be allocated, naming N and the bytes.
+void check_mask_fits(int64_t n, int64_t col_blocks, const c10::Device& device) {
+  TORCH_CHECK(col_blocks <= 65535, "nms: at most ", int64_t(65535) * kBoxesPerBlock,
+              " boxes are supported on CUDA, got ", n, "; run NMS on fewer boxes at a time (e.g. per image)");
+  const uint64_t mask_bytes = static_cast<uint64_t>(n) * static_cast<uint64_t>(col_blocks) * sizeof(u64);
+  if (mask_bytes <= kMaskBytesAlwaysTried) {
+    return;
+  }
+  const uint64_t available = available_bytes(device.index());
+  TORCH_CHECK(mask_bytes <= available, "nms: ", n, " boxes need a ", mask_bytes, "-byte (",
+              static_cast<double>(mask_bytes) / double(uint64_t(1) << 30), " GiB) suppression mask (N x ceil(N / 64) "
+              "x 8 bytes) but only ", available, " bytes (", static_cast<double>(available) / double(uint64_t(1) << 30),
+              " GiB) are free on ", device, "; run NMS on fewer boxes at a time (e.g. per image)");
+}
+
 at::Tensor nms_cuda(const at::Tensor& dets, const at::Tensor& scores, double iou_threshold) {
-  TORCH_CHECK(dets.is_cuda(), "nms: dets must be a CUDA tensor");
-  TORCH_CHECK(scores.is_cuda(), "nms: scores must be a CUDA tensor");
-  TORCH_CHECK(dets.dim() == 2 && dets.size(1) == 4, "nms: dets must be [N, 4] xyxy, got shape ", dets.sizes());
-  TORCH_CHECK(scores.dim() == 1, "nms: scores must be [N], got shape ", scores.sizes());
-  TORCH_CHECK(dets.size(0) == scores.size(0), "nms: dets has ", dets.size(0), " boxes but scores has ",
-              scores.size(0));
-  TORCH_CHECK(dets.device() == scores.device(), "nms: dets is on ", dets.device(), " but scores is on ",
-              scores.device());
-  TORCH_CHECK(dets.scalar_type() == scores.scalar_type(), "nms: dets dtype ", dets.scalar_type(),
-              " must match scores dtype ", scores.scalar_type());
+  checks::check_nms(dets, scores, c10::DeviceType::CUDA);
 
   c10::cuda::CUDAGuard device_guard(dets.device());
   const int64_t n = dets.size(0);
@@ -215,7 +249,7 @@ at::Tensor nms_cuda(const at::Tensor& dets, const at::Tensor& scores, double iou
     return at::empty({0}, dets.options().dtype(at::kLong));
   }
   const int64_t col_blocks = cuda::ceil_div(n, kBoxesPerBlock);
-  TORCH_CHECK(col_blocks <= 65535, "nms: at most ", 65535 * kBoxesPerBlock, " boxes are supported, got ", n);
+  check_mask_fits(n, col_blocks, dets.device());
 
   const at::Tensor order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
   const at::Tensor dets_sorted = dets.index_select(0, order).contiguous();
@@ -250,8 +284,12 @@ at::Tensor nms_cuda(const at::Tensor& dets, const at::Tensor& scores, double iou
       removed_ptr);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
-  // The only device-to-host transfer: how many boxes were kept (synchronises with the stream).
+  // The RoI kernels' error record rides along with the one transfer the op needs anyway: how many boxes were kept
+  // (`item` synchronises with the stream).
+  const c10::DeviceIndex device = dets.device().index();
+  cuda::enqueue_async_error_fetch(device, stream);
   const int64_t m = num_kept.item<int64_t>();
+  cuda::raise_fetched_async_error(device, stream);
   return keep.narrow(0, 0, m);
 }
 

@@ -6,8 +6,10 @@
 //           forces every RoI to be at least 1x1.
 //   output: [K, C, pooled_height, pooled_width], each bin the mean of grid_h x grid_w bilinear samples placed at
 //           the centres of a regular sub-grid (grid = sampling_ratio if > 0, else ceil(roi_size / pooled_size)).
-// A sample outside [-1, H] x [-1, W] contributes 0; one inside is clamped to the map. RoIs whose batch index is
-// outside [0, B) give 0 (and receive no gradient) instead of reading out of bounds.
+// A sample outside [-1, H] x [-1, W] contributes 0; one inside is clamped to the map. The adaptive grid is bounded
+// as on the CPU (csrc/common/op_checks.h). A RoI whose batch index is outside [0, B), or whose grid exceeds the
+// bound, gives 0 (and receives no gradient) instead of reading out of bounds or running for hours, and is reported
+// through the device's asynchronous error record (async_error.cuh) with the CPU kernel's message.
 //
 // Arithmetic is done in the op-math type (float for half/bfloat16), and the backward accumulates with atomics
 // into an op-math buffer that is cast back to the input dtype at the end.
@@ -26,6 +28,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "async_error.cuh"
+#include "common/op_checks.h"
 #include "cuda_helpers.cuh"
 
 namespace detection {
@@ -35,17 +39,21 @@ namespace {
 // Where the sampling grid of one RoI lies on the feature map.
 template <typename acc_t>
 struct AlignBins {
-  int64_t batch;         // batch index, -1 when outside [0, B)
+  int64_t batch;           // batch index, -1 when outside [0, B)
   acc_t start_h, start_w;  // top-left corner of the RoI on the feature map
   acc_t bin_h, bin_w;      // size of one output bin
-  int grid_h, grid_w;      // samples per bin along each axis
+  int64_t grid_h, grid_w;  // samples per bin along each axis
+  bool fits;               // the grid is within checks::kMaxRoiAlignSamples
 };
 
-// Samples per bin along one axis when sampling_ratio <= 0: ceil(roi_size / pooled), 0 for empty or NaN sizes.
+// Samples per bin along one axis: sampling_ratio if > 0, else ceil(roi_size / pooled) (0 for empty or NaN sizes),
+// saturated as on the CPU.
 template <typename acc_t>
-__device__ __forceinline__ int adaptive_grid(acc_t roi_size, int pooled) {
-  const acc_t g = ceil(roi_size / static_cast<acc_t>(pooled));
-  return g > acc_t(0) ? static_cast<int>(g) : 0;
+__device__ __forceinline__ int64_t grid_size(acc_t roi_size, int pooled, int sampling_ratio) {
+  if (sampling_ratio > 0) {
+    return sampling_ratio;
+  }
+  return checks::roi_align_grid(static_cast<double>(ceil(roi_size / static_cast<acc_t>(pooled))), sampling_ratio);
 }
 
 template <typename scalar_t, typename acc_t>
@@ -69,9 +77,29 @@ __device__ __forceinline__ AlignBins<acc_t> align_bins(const scalar_t* roi, acc_
   }
   g.bin_h = roi_h / static_cast<acc_t>(pooled_height);
   g.bin_w = roi_w / static_cast<acc_t>(pooled_width);
-  g.grid_h = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(roi_h, pooled_height);
-  g.grid_w = sampling_ratio > 0 ? sampling_ratio : adaptive_grid(roi_w, pooled_width);
+  g.grid_h = grid_size(roi_h, pooled_height, sampling_ratio);
+  g.grid_w = grid_size(roi_w, pooled_width, sampling_ratio);
+  g.fits = checks::roi_align_grid_fits(g.grid_h, g.grid_w, pooled_height, pooled_width);
   return g;
+}
+
+// A RoI the kernels skip (output 0, no gradient): reported once, by the thread of its (c, ph, pw) = (0, 0, 0).
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ bool skip_roi(const AlignBins<acc_t>& g, const scalar_t* roi, int64_t n, int batch_size,
+                                         bool reporter, unsigned long long op, unsigned long long* record) {
+  if (g.batch < 0) {
+    if (reporter) {
+      cuda::report_async_error(record, cuda::kAsyncBadBatchIndex, op, n, static_cast<double>(roi[0]), batch_size, 0);
+    }
+    return true;
+  }
+  if (!g.fits) {
+    if (reporter) {
+      cuda::report_async_error(record, cuda::kAsyncTooManySamples, op, n, 0.0, g.grid_h, g.grid_w);
+    }
+    return true;
+  }
+  return false;
 }
 
 // Corners and weights of the bilinear sample at (y, x) on an H x W plane; valid=false when it contributes nothing.
@@ -128,7 +156,7 @@ __global__ void roi_align_forward_kernel(int64_t total, const scalar_t* __restri
                                          const scalar_t* __restrict__ rois, at::opmath_type<scalar_t> spatial_scale,
                                          int batch_size, int channels, int height, int width, int pooled_height,
                                          int pooled_width, int sampling_ratio, bool aligned,
-                                         scalar_t* __restrict__ output) {
+                                         scalar_t* __restrict__ output, unsigned long long* record) {
   using acc_t = at::opmath_type<scalar_t>;
   DETECTION_CUDA_KERNEL_LOOP(index, total) {
     const int pw = static_cast<int>(index % pooled_width);
@@ -136,15 +164,17 @@ __global__ void roi_align_forward_kernel(int64_t total, const scalar_t* __restri
     const int c = static_cast<int>((index / pooled_width / pooled_height) % channels);
     const int64_t n = index / pooled_width / pooled_height / channels;
 
-    const AlignBins<acc_t> g = align_bins<scalar_t, acc_t>(rois + n * 5, spatial_scale, batch_size, pooled_height,
+    const scalar_t* roi = rois + n * 5;
+    const AlignBins<acc_t> g = align_bins<scalar_t, acc_t>(roi, spatial_scale, batch_size, pooled_height,
                                                            pooled_width, sampling_ratio, aligned);
+    const bool skip = skip_roi(g, roi, n, batch_size, c == 0 && ph == 0 && pw == 0, cuda::kOpRoiAlign, record);
     acc_t sum = 0;
-    if (g.batch >= 0) {
+    if (!skip && height > 0 && width > 0) {
       const scalar_t* plane = input + (g.batch * channels + c) * static_cast<int64_t>(height) * width;
-      for (int iy = 0; iy < g.grid_h; ++iy) {
+      for (int64_t iy = 0; iy < g.grid_h; ++iy) {
         const acc_t y = g.start_h + static_cast<acc_t>(ph) * g.bin_h +
                         (static_cast<acc_t>(iy) + acc_t(0.5)) * g.bin_h / static_cast<acc_t>(g.grid_h);
-        for (int ix = 0; ix < g.grid_w; ++ix) {
+        for (int64_t ix = 0; ix < g.grid_w; ++ix) {
           const acc_t x = g.start_w + static_cast<acc_t>(pw) * g.bin_w +
                           (static_cast<acc_t>(ix) + acc_t(0.5)) * g.bin_w / static_cast<acc_t>(g.grid_w);
           const Bilinear<acc_t> s = bilinear(height, width, y, x);
@@ -157,8 +187,8 @@ __global__ void roi_align_forward_kernel(int64_t total, const scalar_t* __restri
         }
       }
     }
-    // An empty grid (degenerate aligned RoI) averages over max(count, 1) and gives 0.
-    const acc_t count = max(static_cast<acc_t>(g.grid_h) * static_cast<acc_t>(g.grid_w), acc_t(1));
+    // An empty grid (degenerate aligned RoI) averages over max(count, 1) and gives 0; so does a skipped RoI.
+    const acc_t count = skip ? acc_t(1) : max(static_cast<acc_t>(g.grid_h) * static_cast<acc_t>(g.grid_w), acc_t(1));
     output[index] = static_cast<scalar_t>(sum / count);
   }
 }
@@ -169,7 +199,8 @@ __global__ void roi_align_backward_kernel(int64_t total, const scalar_t* __restr
                                           const scalar_t* __restrict__ rois, at::opmath_type<scalar_t> spatial_scale,
                                           int batch_size, int channels, int height, int width, int pooled_height,
                                           int pooled_width, int sampling_ratio, bool aligned,
-                                          at::opmath_type<scalar_t>* __restrict__ grad_input) {
+                                          at::opmath_type<scalar_t>* __restrict__ grad_input,
+                                          unsigned long long* record) {
   using acc_t = at::opmath_type<scalar_t>;
   DETECTION_CUDA_KERNEL_LOOP(index, total) {
     const int pw = static_cast<int>(index % pooled_width);
@@ -177,19 +208,20 @@ __global__ void roi_align_backward_kernel(int64_t total, const scalar_t* __restr
     const int c = static_cast<int>((index / pooled_width / pooled_height) % channels);
     const int64_t n = index / pooled_width / pooled_height / channels;
 
-    const AlignBins<acc_t> g = align_bins<scalar_t, acc_t>(rois + n * 5, spatial_scale, batch_size, pooled_height,
+    const scalar_t* roi = rois + n * 5;
+    const AlignBins<acc_t> g = align_bins<scalar_t, acc_t>(roi, spatial_scale, batch_size, pooled_height,
                                                            pooled_width, sampling_ratio, aligned);
-    if (g.batch < 0) {
+    if (skip_roi(g, roi, n, batch_size, c == 0 && ph == 0 && pw == 0, cuda::kOpRoiAlignBackward, record)) {
       continue;
     }
     const acc_t grad_bin = static_cast<acc_t>(grad[index]);
     // No sample, no loop: never divides by 0.
     const acc_t count = static_cast<acc_t>(g.grid_h) * static_cast<acc_t>(g.grid_w);
     acc_t* plane = grad_input + (g.batch * channels + c) * static_cast<int64_t>(height) * width;
-    for (int iy = 0; iy < g.grid_h; ++iy) {
+    for (int64_t iy = 0; iy < g.grid_h; ++iy) {
       const acc_t y = g.start_h + static_cast<acc_t>(ph) * g.bin_h +
                       (static_cast<acc_t>(iy) + acc_t(0.5)) * g.bin_h / static_cast<acc_t>(g.grid_h);
-      for (int ix = 0; ix < g.grid_w; ++ix) {
+      for (int64_t ix = 0; ix < g.grid_w; ++ix) {
         const acc_t x = g.start_w + static_cast<acc_t>(pw) * g.bin_w +
                         (static_cast<acc_t>(ix) + acc_t(0.5)) * g.bin_w / static_cast<acc_t>(g.grid_w);
         const Bilinear<acc_t> s = bilinear(height, width, y, x);
@@ -207,28 +239,34 @@ __global__ void roi_align_backward_kernel(int64_t total, const scalar_t* __restr
   }
 }
 
-// Host-side argument checks shared with the CPU kernels (sampling_ratio <= 0 means adaptive: any value is valid).
-void check_args(int64_t pooled_height, int64_t pooled_width, double spatial_scale) {
-  TORCH_CHECK(pooled_height > 0 && pooled_width > 0, "roi_align: output size must be positive, got (",
-              pooled_height, ", ", pooled_width, ")");
-  TORCH_CHECK(std::isfinite(spatial_scale) && spatial_scale > 0,
-              "roi_align: spatial_scale must be a positive finite number, got ", spatial_scale);
+// sampling_ratio as the kernels take it: positive values have passed check_fixed_grid (so fit an int), the
+// others all mean "adaptive".
+int kernel_sampling_ratio(int64_t sampling_ratio) {
+  return sampling_ratio > 0 ? static_cast<int>(sampling_ratio) : 0;
+}
+
+// A positive sampling_ratio gives every RoI the same grid: checked here, as the CPU kernel does for its first RoI.
+void check_fixed_grid(int64_t sampling_ratio, int64_t pooled_height, int64_t pooled_width) {
+  TORCH_CHECK(sampling_ratio <= 0 || checks::roi_align_grid_fits(sampling_ratio, sampling_ratio, pooled_height,
+                                                                  pooled_width),
+              checks::roi_align_grid_message(0, sampling_ratio, sampling_ratio));
 }
 
 at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                                   int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
-  TORCH_CHECK(input.is_cuda(), "roi_align: input must be a CUDA tensor");
-  TORCH_CHECK(input.dim() == 4, "roi_align: input must be [B, C, H, W], got shape ", input.sizes());
-  cuda::check_rois(rois, input, "input");
-  check_args(pooled_height, pooled_width, spatial_scale);
-
+  checks::check_roi_forward("roi_align", input, rois, spatial_scale, pooled_height, pooled_width,
+                            c10::DeviceType::CUDA);
+  cuda::check_int_dims("roi_align", input.sizes(), pooled_height, pooled_width);
   c10::cuda::CUDAGuard device_guard(input.device());
   const int64_t num_rois = rois.size(0);
   const int64_t batch_size = input.size(0), channels = input.size(1), height = input.size(2), width = input.size(3);
   const int64_t total = num_rois * channels * pooled_height * pooled_width;
-  if (total == 0 || input.numel() == 0) {  // nothing to compute, or nothing to sample from: zeros
+  if (total == 0) {  // nothing to compute (the CPU kernel checks nothing more either)
     return at::zeros({num_rois, channels, pooled_height, pooled_width}, input.options());
   }
+  check_fixed_grid(sampling_ratio, pooled_height, pooled_width);
+  // An empty map (B, H or W = 0) still runs the kernel: it checks the RoIs and writes zeros.
+  unsigned long long* record = cuda::async_error_record(input.device().index());
   at::Tensor output = at::empty({num_rois, channels, pooled_height, pooled_width}, input.options());
   const at::Tensor input_c = input.contiguous();
   const at::Tensor rois_c = rois.contiguous();
@@ -240,8 +278,8 @@ at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& roi
         total, input_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(),
         static_cast<acc_t>(spatial_scale), static_cast<int>(batch_size), static_cast<int>(channels),
         static_cast<int>(height), static_cast<int>(width), static_cast<int>(pooled_height),
-        static_cast<int>(pooled_width), static_cast<int>(sampling_ratio), aligned,
-        output.mutable_data_ptr<scalar_t>());
+        static_cast<int>(pooled_width), kernel_sampling_ratio(sampling_ratio), aligned,
+        output.mutable_data_ptr<scalar_t>(), record);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return output;
@@ -250,21 +288,16 @@ at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& roi
 at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& rois, double spatial_scale,
                                    int64_t pooled_height, int64_t pooled_width, int64_t batch_size, int64_t channels,
                                    int64_t height, int64_t width, int64_t sampling_ratio, bool aligned) {
-  TORCH_CHECK(grad.is_cuda(), "roi_align backward: grad must be a CUDA tensor");
-  cuda::check_rois(rois, grad, "grad");
-  check_args(pooled_height, pooled_width, spatial_scale);
-  TORCH_CHECK(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0,
-              "roi_align backward: negative input size");
-  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == rois.size(0) && grad.size(1) == channels &&
-                  grad.size(2) == pooled_height && grad.size(3) == pooled_width,
-              "roi_align backward: grad must be [K, C, ph, pw] = [", rois.size(0), ", ", channels, ", ",
-              pooled_height, ", ", pooled_width, "], got ", grad.sizes());
-
+  checks::check_roi_backward("roi_align_backward", grad, rois, spatial_scale, pooled_height, pooled_width, batch_size,
+                             channels, height, width, c10::DeviceType::CUDA);
+  cuda::check_int_dims("roi_align_backward", {batch_size, channels, height, width}, pooled_height, pooled_width);
   c10::cuda::CUDAGuard device_guard(grad.device());
   const int64_t total = grad.numel();
   if (total == 0 || batch_size * channels * height * width == 0) {
     return at::zeros({batch_size, channels, height, width}, grad.options());
   }
+  check_fixed_grid(sampling_ratio, pooled_height, pooled_width);
+  unsigned long long* record = cuda::async_error_record(grad.device().index());
   // Atomic adds in a different order from run to run.
   at::globalContext().alertNotDeterministic("roi_align_backward_cuda");
   const at::Tensor grad_c = grad.contiguous();
@@ -281,7 +314,8 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
         total, grad_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(),
         static_cast<acc_t>(spatial_scale), static_cast<int>(batch_size), static_cast<int>(channels),
         static_cast<int>(height), static_cast<int>(width), static_cast<int>(pooled_height),
-        static_cast<int>(pooled_width), static_cast<int>(sampling_ratio), aligned, acc.mutable_data_ptr<acc_t>());
+        static_cast<int>(pooled_width), kernel_sampling_ratio(sampling_ratio), aligned, acc.mutable_data_ptr<acc_t>(),
+        record);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     grad_input = acc.scalar_type() == grad.scalar_type() ? acc : acc.to(grad.scalar_type());
   });

@@ -8,7 +8,8 @@
 // The RoI corners are rounded to feature-map cells (round(x * spatial_scale), half away from zero), the RoI is at
 // least 1x1 cell (inclusive ends: size = end - start + 1), and bin (ph, pw) covers rows
 // [floor(ph * bin_h), ceil((ph + 1) * bin_h)) offset by the RoI start and clipped to the map.
-// RoIs whose batch index is outside [0, B) give empty bins.
+// RoIs whose batch index is outside [0, B) give empty bins, and argmax values outside [-1, H * W) no gradient; both
+// are reported through the device's asynchronous error record (async_error.cuh) with the CPU kernel's message.
 //
 // The backward adds grad[k, c, ph, pw] to grad_input[b, c] at argmax, with atomics into an op-math buffer
 // (float for half/bfloat16) cast back at the end.
@@ -31,6 +32,8 @@
 #include <limits>
 #include <tuple>
 
+#include "async_error.cuh"
+#include "common/op_checks.h"
 #include "cuda_helpers.cuh"
 
 namespace detection {
@@ -66,7 +69,7 @@ __global__ void roi_pool_forward_kernel(int64_t total, const scalar_t* __restric
                                         const scalar_t* __restrict__ rois, at::opmath_type<scalar_t> spatial_scale,
                                         int batch_size, int channels, int height, int width, int pooled_height,
                                         int pooled_width, scalar_t* __restrict__ output,
-                                        int32_t* __restrict__ argmax) {
+                                        int32_t* __restrict__ argmax, unsigned long long* record) {
   using acc_t = at::opmath_type<scalar_t>;
   DETECTION_CUDA_KERNEL_LOOP(index, total) {
     const int pw = static_cast<int>(index % pooled_width);
@@ -76,6 +79,10 @@ __global__ void roi_pool_forward_kernel(int64_t total, const scalar_t* __restric
 
     const scalar_t* roi = rois + n * 5;
     const int64_t batch = roi_batch(static_cast<acc_t>(roi[0]), batch_size);
+    if (batch < 0 && c == 0 && ph == 0 && pw == 0) {
+      cuda::report_async_error(record, cuda::kAsyncBadBatchIndex, cuda::kOpRoiPool, n, static_cast<double>(roi[0]),
+                               batch_size, 0);
+    }
     const int64_t roi_start_w = rounded_coord(static_cast<acc_t>(roi[1]) * spatial_scale);
     const int64_t roi_start_h = rounded_coord(static_cast<acc_t>(roi[2]) * spatial_scale);
     const int64_t roi_end_w = rounded_coord(static_cast<acc_t>(roi[3]) * spatial_scale);
@@ -119,50 +126,52 @@ template <typename scalar_t>
 __global__ void roi_pool_backward_kernel(int64_t total, const scalar_t* __restrict__ grad,
                                          const scalar_t* __restrict__ rois, const int32_t* __restrict__ argmax,
                                          int batch_size, int channels, int height, int width, int pooled_height,
-                                         int pooled_width, at::opmath_type<scalar_t>* __restrict__ grad_input) {
+                                         int pooled_width, at::opmath_type<scalar_t>* __restrict__ grad_input,
+                                         unsigned long long* record) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t plane_size = static_cast<int64_t>(height) * width;
   DETECTION_CUDA_KERNEL_LOOP(index, total) {
     const int32_t idx = argmax[index];
-    if (idx < 0 || idx >= plane_size) {  // empty bin (or a foreign argmax): no gradient
+    const int64_t n = index / pooled_width / pooled_height / channels;
+    const int64_t batch = roi_batch(static_cast<acc_t>(rois[n * 5]), batch_size);
+    if (batch < 0) {  // reported by the thread of the RoI's first element, as the CPU kernel rejects it
+      if (index % (static_cast<int64_t>(channels) * pooled_height * pooled_width) == 0) {
+        cuda::report_async_error(record, cuda::kAsyncBadBatchIndex, cuda::kOpRoiPoolBackward, n,
+                                 static_cast<double>(rois[n * 5]), batch_size, 0);
+      }
+      continue;
+    }
+    if (idx == -1) {  // empty bin: no gradient
+      continue;
+    }
+    if (idx < 0 || idx >= plane_size) {  // a foreign argmax: no gradient
+      cuda::report_async_error(record, cuda::kAsyncArgmaxOutside, cuda::kOpRoiPoolBackward, n,
+                               static_cast<double>(idx), plane_size, 0);
       continue;
     }
     const int c = static_cast<int>((index / pooled_width / pooled_height) % channels);
-    const int64_t n = index / pooled_width / pooled_height / channels;
-    const int64_t batch = roi_batch(static_cast<acc_t>(rois[n * 5]), batch_size);
-    if (batch < 0) {
-      continue;
-    }
     gpuAtomicAdd(grad_input + (batch * channels + c) * plane_size + idx, static_cast<acc_t>(grad[index]));
   }
-}
-
-// Host-side argument checks shared with the CPU kernels.
-void check_args(int64_t pooled_height, int64_t pooled_width, double spatial_scale) {
-  TORCH_CHECK(pooled_height > 0 && pooled_width > 0, "roi_pool: output size must be positive, got (",
-              pooled_height, ", ", pooled_width, ")");
-  TORCH_CHECK(std::isfinite(spatial_scale) && spatial_scale > 0,
-              "roi_pool: spatial_scale must be a positive finite number, got ", spatial_scale);
 }
 
 std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cuda(const at::Tensor& input, const at::Tensor& rois,
                                                          double spatial_scale, int64_t pooled_height,
                                                          int64_t pooled_width) {
-  TORCH_CHECK(input.is_cuda(), "roi_pool: input must be a CUDA tensor");
-  TORCH_CHECK(input.dim() == 4, "roi_pool: input must be [B, C, H, W], got shape ", input.sizes());
-  cuda::check_rois(rois, input, "input");
-  check_args(pooled_height, pooled_width, spatial_scale);
-  TORCH_CHECK(input.size(2) * input.size(3) <= std::numeric_limits<int32_t>::max(),
-              "roi_pool: H * W must fit the int32 argmax, got ", input.size(2), " x ", input.size(3));
+  checks::check_roi_forward("roi_pool", input, rois, spatial_scale, pooled_height, pooled_width,
+                            c10::DeviceType::CUDA);
+  checks::check_roi_pool_plane("roi_pool", input.size(2), input.size(3));
+  cuda::check_int_dims("roi_pool", input.sizes(), pooled_height, pooled_width);
 
   c10::cuda::CUDAGuard device_guard(input.device());
   const int64_t num_rois = rois.size(0);
   const int64_t batch_size = input.size(0), channels = input.size(1), height = input.size(2), width = input.size(3);
   const int64_t total = num_rois * channels * pooled_height * pooled_width;
-  if (total == 0 || input.numel() == 0) {  // every bin empty: output 0, argmax -1
+  if (total == 0) {  // nothing to compute (the CPU kernel checks nothing more either)
     return {at::zeros({num_rois, channels, pooled_height, pooled_width}, input.options()),
             at::full({num_rois, channels, pooled_height, pooled_width}, -1, input.options().dtype(at::kInt))};
   }
+  // An empty map (B, H or W = 0) still runs the kernel: it checks the RoIs and gives empty bins.
+  unsigned long long* record = cuda::async_error_record(input.device().index());
   at::Tensor output = at::empty({num_rois, channels, pooled_height, pooled_width}, input.options());
   at::Tensor argmax = at::empty({num_rois, channels, pooled_height, pooled_width}, input.options().dtype(at::kInt));
   const at::Tensor input_c = input.contiguous();
@@ -175,7 +184,8 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cuda(const at::Tensor& input
         total, input_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(),
         static_cast<acc_t>(spatial_scale), static_cast<int>(batch_size), static_cast<int>(channels),
         static_cast<int>(height), static_cast<int>(width), static_cast<int>(pooled_height),
-        static_cast<int>(pooled_width), output.mutable_data_ptr<scalar_t>(), argmax.mutable_data_ptr<int32_t>());
+        static_cast<int>(pooled_width), output.mutable_data_ptr<scalar_t>(), argmax.mutable_data_ptr<int32_t>(),
+        record);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {output, argmax};
@@ -184,27 +194,17 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cuda(const at::Tensor& input
 at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& rois, const at::Tensor& argmax,
                                   double spatial_scale, int64_t pooled_height, int64_t pooled_width,
                                   int64_t batch_size, int64_t channels, int64_t height, int64_t width) {
-  TORCH_CHECK(grad.is_cuda(), "roi_pool backward: grad must be a CUDA tensor");
-  cuda::check_rois(rois, grad, "grad");
-  check_args(pooled_height, pooled_width, spatial_scale);
-  TORCH_CHECK(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0,
-              "roi_pool backward: negative input size");
-  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == rois.size(0) && grad.size(1) == channels &&
-                  grad.size(2) == pooled_height && grad.size(3) == pooled_width,
-              "roi_pool backward: grad must be [K, C, ph, pw] = [", rois.size(0), ", ", channels, ", ",
-              pooled_height, ", ", pooled_width, "], got ", grad.sizes());
-  TORCH_CHECK(argmax.device() == grad.device(), "roi_pool backward: argmax is on ", argmax.device(),
-              " but grad is on ", grad.device());
-  TORCH_CHECK(argmax.scalar_type() == at::kInt, "roi_pool backward: argmax must be int32, got ",
-              argmax.scalar_type());
-  TORCH_CHECK(argmax.sizes() == grad.sizes(), "roi_pool backward: argmax shape ", argmax.sizes(),
-              " must equal grad shape ", grad.sizes());
+  checks::check_roi_backward("roi_pool_backward", grad, rois, spatial_scale, pooled_height, pooled_width, batch_size,
+                             channels, height, width, c10::DeviceType::CUDA);
+  checks::check_roi_pool_argmax("roi_pool_backward", argmax, grad, c10::DeviceType::CUDA);
+  cuda::check_int_dims("roi_pool_backward", {batch_size, channels, height, width}, pooled_height, pooled_width);
 
   c10::cuda::CUDAGuard device_guard(grad.device());
   const int64_t total = grad.numel();
   if (total == 0 || batch_size * channels * height * width == 0) {
     return at::zeros({batch_size, channels, height, width}, grad.options());
   }
+  unsigned long long* record = cuda::async_error_record(grad.device().index());
   at::globalContext().alertNotDeterministic("roi_pool_backward_cuda");
   const at::Tensor grad_c = grad.contiguous();
   const at::Tensor rois_c = rois.contiguous();
@@ -221,7 +221,7 @@ at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& rois
         total, grad_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(),
         argmax_c.const_data_ptr<int32_t>(), static_cast<int>(batch_size), static_cast<int>(channels),
         static_cast<int>(height), static_cast<int>(width), static_cast<int>(pooled_height),
-        static_cast<int>(pooled_width), acc.mutable_data_ptr<acc_t>());
+        static_cast<int>(pooled_width), acc.mutable_data_ptr<acc_t>(), record);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     grad_input = acc.scalar_type() == grad.scalar_type() ? acc : acc.to(grad.scalar_type());
   });

@@ -1,8 +1,11 @@
 """Loading, merging, validating and dumping configs over the defaults of detection/config/defaults.py.
 
 Strictness: an unknown key raises ``ConfigError`` naming the key, the file and the closest valid keys; a value
-of the wrong type raises ``ConfigError`` naming the key, the file, the expected type and the value. Ints are
-accepted for floats, lists for tuples (and the other way round), ``None`` only where the default is ``None``.
+of the wrong type, outside the key's range or choices, or an empty list where one is needed raises
+``ConfigError`` naming the key, the file, what is allowed and the value. Ints are accepted for floats, lists for
+tuples (and the other way round), ``None`` only where the default is ``None``; for a key whose choices include
+'true' and 'false' (TEST.VOC_07_METRIC), a bool is read as that choice. Relations between keys
+(``_check_relations``) are checked once the whole config is merged.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from easydict import EasyDict
 from detection.config import defaults as _defaults  # noqa: F401  (defines every key)
 from detection.config.spec import DEFAULTS as _C
 from detection.config.spec import SPECS as _SPECS
-from detection.config.spec import ConfigError
+from detection.config.spec import ConfigError, describe_allowed, describe_range
 
 #: top-level section of a dumped config holding what was resolved at run time (see dump_config)
 RESOLVED_KEY = "_RESOLVED_"
@@ -114,12 +117,48 @@ def _coerce_scalar(value, default, where):
     raise where(f"expected {_type_name(default)}, got {value!r} ({type(value).__name__})")
 
 
+def _bool_choice(spec, value):
+    """A bool (YAML true, --set True) for a key with choices 'true'/'false' -> that choice's string."""
+    if spec is None or not spec.choices or not {"true", "false"} <= set(spec.choices):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower()
+    return value
+
+
+def _check_range(spec, value, where):
+    """Raise unless every number in `value` (a number or a list) is in the key's range and a list's size fits."""
+    if spec is None:
+        return
+    if isinstance(value, (list, tuple)):
+        if spec.length is not None and len(value) != spec.length:
+            raise where(f"expected {describe_allowed(spec)}, got {list(value)!r} ({len(value)} entries)")
+        if spec.nonempty and not value:
+            raise where(f"expected {describe_allowed(spec)}, got []")
+        values = value
+    else:
+        values = [value]
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        bad = ((spec.min is not None and not v >= spec.min) or (spec.max is not None and not v <= spec.max)
+               or (spec.above is not None and not v > spec.above))
+        if bad:
+            shown = list(value) if isinstance(value, (list, tuple)) else value
+            what = describe_allowed(spec) if isinstance(value, (list, tuple)) else describe_range(spec)
+            raise where(f"expected {what}, got {shown!r}")
+
+
 def _check_value(key: str, value, default, source: str):
     def where(msg):
         return ConfigError(f"config key {key} in {source}: {msg}")
 
     if default is None:
         return value
+    spec = _SPECS.get(key)
+    value = _bool_choice(spec, value)
     if value is None:
         raise where(f"expected {_type_name(default)}, got None (None is allowed only where the default is None)")
     if isinstance(default, (list, tuple)):
@@ -132,9 +171,10 @@ def _check_value(key: str, value, default, source: str):
                 value = [_coerce_scalar(v, proto, where) for v in value]
             except ConfigError as e:
                 raise where(f"expected {_type_name(default)}, got {value!r}") from e
+        _check_range(spec, value, where)
         return type(default)(value)
     value = _coerce_scalar(value, default, where)
-    spec = _SPECS.get(key)
+    _check_range(spec, value, where)
     if spec is not None and spec.choices is not None and value not in spec.choices:
         raise where(f"expected one of {list(spec.choices)}, got {value!r}")
     if spec is not None and spec.pattern is not None and not re.fullmatch(spec.pattern, value):
@@ -190,7 +230,7 @@ def _parse_override(key: str, raw):
         return raw
     spec = _SPECS.get(key)
     if spec is not None and isinstance(spec.default, str) and not isinstance(value, str):
-        return raw  # e.g. --set DATA.TEST_SET 2007 keeps the string "2007"
+        return raw  # e.g. --set DATA.TEST_SET 2007 keeps the string "2007" (and "True" -> 'true' for choices)
     return value
 
 
@@ -258,7 +298,36 @@ def load_config(path: Optional[str] = None, overrides: Optional[Sequence] = None
         _merge_file(cfg, str(path), ())
     if overrides:
         merge_from_list(cfg, overrides)
+    _check_relations(cfg, " and ".join(([str(path)] if path else []) + (["--set"] if overrides else []))
+                     or "the defaults")
     return cfg
+
+
+# (low key, high key): cfg[low] <= cfg[high] must hold (IoU bands of the samplers, the crop's area range)
+_ORDERED = (
+    ("TRAIN.BG_THRESH_LO", "TRAIN.BG_THRESH_HI"),
+    ("TRAIN.BG_THRESH_HI", "TRAIN.FG_THRESH"),
+    ("TRAIN.RPN_NEGATIVE_OVERLAP", "TRAIN.RPN_POSITIVE_OVERLAP"),
+)
+
+
+def _get(cfg, dotted: str):
+    node = cfg
+    for p in dotted.split("."):
+        node = node[p]
+    return node
+
+
+def _check_relations(cfg: EasyDict, source: str) -> None:
+    """Relations between keys that no single key's range can say; ConfigError naming both keys and values."""
+    for lo, hi in _ORDERED:
+        a, b = _get(cfg, lo), _get(cfg, hi)
+        if a > b:
+            raise ConfigError(f"config keys {lo} = {a!r} and {hi} = {b!r} in {source}: {lo} must be <= {hi}")
+    crop = list(cfg.AUG.RANDOM_CROP_SCALE)
+    if crop[0] > crop[1]:
+        raise ConfigError(f"config key AUG.RANDOM_CROP_SCALE in {source}: expected (low, high) with low <= high, "
+                          f"got {crop!r}")
 
 
 def dump_config(cfg: EasyDict, resolved: Optional[dict] = None) -> str:

@@ -106,7 +106,7 @@ class DetectionTask(Task):
             from detection.data.voc import resolve_voc_set
 
             root, split = resolve_voc_set(os.path.expanduser(cfg.DATA.ROOT), cfg.DATA.TEST_SET)
-            return VOCEvaluator(root, split, names, use_07_metric=bool(cfg.TEST.VOC_07_METRIC),
+            return VOCEvaluator(root, split, names, use_07_metric=cfg.TEST.VOC_07_METRIC, rules=cfg.TEST.VOC_RULES,
                                 output_dir=output_dir, plots=output_dir is not None)
         if meta.get("format") == "coco":
             return COCOEvaluatorWithMAP(meta["annotation_file"], meta.get("contiguous_to_coco_id"),

@@ -22,14 +22,23 @@ def is_main_process() -> bool:
     return get_rank() == 0
 
 
+def launched_by_torchrun() -> bool:
+    """True in a process started by torchrun (torch.distributed.run), which sets RANK and WORLD_SIZE for every
+    process, also for a single one."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
 def init_distributed(device: str = "cpu") -> bool:
     """Join the process group that torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR/PORT).
 
     Returns True when running distributed. On CUDA each process uses GPU LOCAL_RANK with nccl; on CPU, gloo.
+    A torchrun launch always joins, even with one process (torchvision's reference scripts do the same), so
+    `torchrun --nproc_per_node 1` runs DistributedDataParallel over nccl on a single GPU.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1 or is_distributed():
-        return is_distributed()
+    if is_distributed():
+        return True
+    if not launched_by_torchrun():
+        return False
     use_cuda = device.startswith("cuda")
     if use_cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))

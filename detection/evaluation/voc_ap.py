@@ -12,20 +12,33 @@ and computes IoU in the devkit's way on the inclusive boxes (``iw = min(xmax) - 
 
 Rules (per class, over all images)
 ----------------------------------
-* Detections are sorted by descending score with a *stable* sort (MATLAB's ``sort``): ties keep their input order,
-  i.e. results-file line order, or (image index, detection index) for ``voc_evaluate``.
+Two rule sets, each its reference exactly (``rules``):
+
+=================  ==========================================  ============================================
+                   ``py-faster-rcnn`` (default: voc_eval.py,     ``devkit`` (the MATLAB VOCevaldet.m / VOCap.m)
+                   as copied by detectron2)
+=================  ==========================================  ============================================
+score order        ``np.argsort(-confidence)`` (numpy's default  stable (MATLAB's ``sort``): ties keep their
+                   sort: ties in no guaranteed order)            input order
+match              ``ovmax > iou_thresh``                        ``ovmax >= iou_thresh``
+precision          ``tp / max(tp + fp, eps)``                    ``tp ./ (fp + tp)`` (NaN while only ignored
+                                                                 detections were seen; ``max`` skips NaN)
+11-point           ``t in np.arange(0., 1.1, 0.1)`` (0.3, 0.6,   ``t = 0:0.1:1`` (k * 0.1 up to 0.5, then
+thresholds         0.7 carry float error)                        1 - (10 - k) * 0.1: only 0.3 carries error)
+=================  ==========================================  ============================================
+
+Common to both:
+
+* The input order of detections (the tie order) is results-file line order, or (image index, detection index)
+  for ``voc_evaluate`` (the order ``write_voc_results`` writes).
 * Each detection is compared with the ground-truth objects of its class in its image, difficult ones included;
-  only objects that intersect it count, and the first one with the highest IoU is its match (``jmax``).
-* If ``ovmax > iou_thresh`` (strictly, as py-faster-rcnn; the MATLAB devkit uses ``>=``, available with
-  ``match_at_threshold=True``): a difficult match makes the detection neither TP nor FP (ignored); otherwise the
-  first detection of that object is a TP and later ones are FPs (duplicates). Anything else is a FP.
-  The match does not depend on whether the best object was already taken (the devkit's rule), so the greedy pass
-  is a vectorised "first occurrence" per object here.
-* ``npos`` counts the non-difficult objects; recall = cumTP / npos, precision = cumTP / max(cumTP + cumFP, eps).
+  the first one with the highest IoU is its match (``jmax``). A matched difficult object makes the detection
+  neither TP nor FP (ignored); otherwise the first detection of that object is a TP and later ones are FPs
+  (duplicates); an unmatched detection is a FP. The match does not depend on whether the best object was
+  already taken, so the greedy pass is a vectorised "first occurrence" per object here.
+* ``npos`` counts the non-difficult objects; recall = cumTP / npos.
 * AP: VOC2010+ area under the monotone precision envelope (default), or VOC2007's 11-point average
-  (``use_07_metric``) of max precision at recall >= t for t in {0, 0.1, ..., 1}. The thresholds are the exact
-  decimals k / 10: py-faster-rcnn's ``np.arange(0, 1.1, 0.1)`` and MATLAB's ``0:0.1:1`` carry float error
-  (0.30000000000000004, ...) that can drop a recall of exactly 0.3 (or 0.6 / 0.7 in py-faster-rcnn).
+  (``use_07_metric``) of the max precision at recall >= t, accumulated as ``ap = ap + p / 11``.
 * A class with no non-difficult object (npos == 0) has AP = NaN (reported, not 0) and is left out of the mAP;
   with no such class at all the mAP is NaN.
 """
@@ -38,11 +51,26 @@ import numpy as np
 from detection.evaluation.evaluator import to_numpy
 
 __all__ = [
-    "PIXEL_OFFSET", "bbox_overlaps", "voc_ap", "voc_evaluate", "evaluate_table", "to_inclusive",
+    "PIXEL_OFFSET", "VOC_RULES", "ELEVEN_POINT_THRESHOLDS", "check_rules", "bbox_overlaps", "voc_ap", "voc_evaluate",
+    "evaluate_table", "to_inclusive",
     "as_detections", "as_ground_truth", "check_labels", "concat_table",
 ]
 
 PIXEL_OFFSET = 1.0  # the devkit's inclusive-pixel convention: width = xmax - xmin + 1
+
+VOC_RULES = ("py-faster-rcnn", "devkit")  # the first is the default
+ELEVEN_POINT_THRESHOLDS = {
+    "py-faster-rcnn": np.arange(0.0, 1.1, 0.1),  # voc_eval.py: `for t in np.arange(0., 1.1, 0.1)`
+    # MATLAB's colon 0:0.1:1 computes the first half from the start and the second half from the end
+    "devkit": np.array([k * 0.1 for k in range(6)] + [1.0 - (10 - k) * 0.1 for k in range(6, 11)]),
+}
+
+
+def check_rules(rules: str) -> str:
+    """`rules` if it names a rule set, else ValueError listing them."""
+    if rules not in VOC_RULES:
+        raise ValueError(f"unknown VOC rules {rules!r}: expected one of {list(VOC_RULES)}")
+    return rules
 
 
 def _as_box_array(boxes, what: str) -> np.ndarray:
@@ -74,41 +102,41 @@ def bbox_overlaps(boxes: np.ndarray, query_boxes: np.ndarray, pixel_offset: floa
     return np.where(valid, ov, 0.0)
 
 
-_ELEVEN_POINTS = np.arange(11) / 10.0  # exactly 0.0, 0.1, ..., 1.0 (see the module docstring)
-
-
-def voc_ap(rec: np.ndarray, prec: np.ndarray, use_07_metric: bool = False) -> float:
+def voc_ap(rec: np.ndarray, prec: np.ndarray, use_07_metric: bool = False, rules: str = "py-faster-rcnn") -> float:
     """AP from recall [D] and precision [D] (cumulative over score-sorted detections; recall nondecreasing).
 
-    use_07_metric: VOC2007's 11-point AP; otherwise the VOC2010+ area under the precision envelope.
+    use_07_metric: VOC2007's 11-point AP at the thresholds of `rules` (ELEVEN_POINT_THRESHOLDS); otherwise the
+    VOC2010+ area under the precision envelope. NaN precisions (the devkit's 0/0) are skipped by the maxima,
+    as MATLAB's ``max`` does.
     """
     rec = np.asarray(rec, dtype=np.float64).ravel()
     prec = np.asarray(prec, dtype=np.float64).ravel()
     if use_07_metric:
         # max precision at recall >= t == suffix max of precision from the first index with rec >= t
-        suffix_max = np.maximum.accumulate(prec[::-1])[::-1] if prec.size else prec
-        first = np.searchsorted(rec, _ELEVEN_POINTS, side="left")
+        suffix_max = np.fmax.accumulate(prec[::-1])[::-1] if prec.size else prec
+        first = np.searchsorted(rec, ELEVEN_POINT_THRESHOLDS[check_rules(rules)], side="left")
         ap = 0.0
-        for k in first:  # accumulate in the devkit's order: ap = ap + p / 11
+        for k in first:  # accumulate in the references' order: ap = ap + p / 11
             p = suffix_max[k] if k < rec.size else 0.0
             ap = ap + p / 11.0
         return float(ap)
     mrec = np.concatenate(([0.0], rec, [1.0]))
     mpre = np.concatenate(([0.0], prec, [0.0]))
-    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    mpre = np.fmax.accumulate(mpre[::-1])[::-1]
     i = np.flatnonzero(mrec[1:] != mrec[:-1])
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
 def evaluate_table(gt_boxes, gt_labels, gt_difficult, det_image, det_labels, det_scores, det_boxes,
-                   class_names, iou_thresh, use_07_metric, match_at_threshold) -> dict:
+                   class_names, iou_thresh, use_07_metric, rules="py-faster-rcnn") -> dict:
     """Core of the evaluation, on inclusive-pixel float64 boxes.
 
     gt_*: per image lists: boxes [G_i, 4] float64 inclusive pixels, labels [G_i] int64 in 1..K, difficult [G_i] bool.
     det_*: one flat table over all images: image index [D] int64, labels [D] 1..K, scores [D], boxes [D, 4] float64
-    inclusive pixels. Within a class, the table order is the tie order of the stable score sort.
+    inclusive pixels. Within a class, the table order is the input order of the score sort (the tie order).
     Returns `voc_evaluate`'s dict.
     """
+    devkit = check_rules(rules) == "devkit"
     gt_counts = np.array([len(b) for b in gt_labels], dtype=np.int64)
     gt_offsets = np.concatenate(([0], np.cumsum(gt_counts)))
     all_gt_labels = np.concatenate(list(gt_labels) + [np.zeros(0, np.int64)]).astype(np.int64)
@@ -126,7 +154,8 @@ def evaluate_table(gt_boxes, gt_labels, gt_difficult, det_image, det_labels, det
                 continue
             idx = order[s:e]
             ious = bbox_overlaps(det_boxes[idx], gt_boxes[i])  # [m, G_i]
-            # like the devkit: only objects of the same class that intersect the detection are candidates
+            # objects of the same class; one that does not intersect never wins (the devkit skips it,
+            # voc_eval.py gets IoU 0 for it, which cannot pass the threshold either)
             ious = np.where((det_labels[idx][:, None] == gt_labels[i][None, :]) & (ious > 0), ious, -np.inf)
             j = ious.argmax(axis=1)  # the first maximum, as `if ov > ovmax` in the devkit
             ov = ious[np.arange(idx.size), j]
@@ -137,9 +166,10 @@ def evaluate_table(gt_boxes, gt_labels, gt_difficult, det_image, det_labels, det
     for c, name in enumerate(class_names, start=1):
         npos = int(np.count_nonzero((all_gt_labels == c) & ~all_gt_difficult))
         sel = np.flatnonzero(det_labels == c)
-        sel = sel[np.argsort(-det_scores[sel], kind="stable")]
+        # voc_eval.py: `sorted_ind = np.argsort(-confidence)`; VOCevaldet.m: `[sc, si] = sort(-confidence)`
+        sel = sel[np.argsort(-det_scores[sel], kind="stable" if devkit else None)]
         ov, gi = ovmax[sel], jmax[sel]
-        matched = (ov >= iou_thresh) if match_at_threshold else (ov > iou_thresh)
+        matched = (ov >= iou_thresh) if devkit else (ov > iou_thresh)
         matched &= gi >= 0
         ignored = np.zeros(sel.size, dtype=bool)
         ignored[matched] = all_gt_difficult[gi[matched]]
@@ -150,9 +180,13 @@ def evaluate_table(gt_boxes, gt_labels, gt_difficult, det_image, det_labels, det
         fp = ((~matched) | (matched & ~ignored & (tp == 0))).astype(np.float64)
         tp, fp = np.cumsum(tp), np.cumsum(fp)
         rec = tp / float(npos) if npos > 0 else np.full(sel.size, np.nan)
-        prec = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+        if devkit:
+            with np.errstate(invalid="ignore"):
+                prec = tp / (fp + tp)
+        else:
+            prec = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
         precision[name], recall[name], num_gt[name] = prec, rec, npos
-        ap[name] = voc_ap(rec, prec, use_07_metric) if npos > 0 else float("nan")
+        ap[name] = voc_ap(rec, prec, use_07_metric, rules) if npos > 0 else float("nan")
     valid = [ap[n] for n in class_names if num_gt[n] > 0]
     m_ap = float(np.mean(valid)) if valid else float("nan")
     return dict(mAP=m_ap, AP=ap, precision=precision, recall=recall, num_gt=num_gt)
@@ -205,19 +239,21 @@ def concat_table(parts):
 
 
 def voc_evaluate(detections: Sequence[Mapping], ground_truth: Sequence[Mapping], class_names: Sequence[str],
-                 iou_thresh: float = 0.5, use_07_metric: bool = False, match_at_threshold: bool = False) -> dict:
-    """VOC AP per class and mAP with the devkit's rules (see the module docstring).
+                 iou_thresh: float = 0.5, use_07_metric: bool = False, rules: str = "py-faster-rcnn") -> dict:
+    """VOC AP per class and mAP with the rules of py-faster-rcnn or of the devkit (see the module docstring).
 
     detections[i]: dict(boxes [M, 4] xyxy continuous pixels, scores [M], labels [M] in 1..K) for image i
         (numpy or torch).
     ground_truth[i]: dict(boxes [G, 4] xyxy continuous pixels, labels [G] in 1..K, difficult [G] bool, optional)
         for the same image i; a record of the data reader fits.
     class_names: the K class names; label k is class_names[k - 1].
+    rules: "py-faster-rcnn" (voc_eval.py) or "devkit" (VOCevaldet.m).
 
     Returns dict(mAP=float, AP={class: float}, precision={class: [D_c]}, recall={class: [D_c]},
     num_gt={class: npos}): fractions in 0..1; precision/recall are cumulative over the class's score-sorted
     detections (ignored ones included, as in the devkit); AP is NaN for a class with npos == 0 (excluded from mAP).
     """
+    check_rules(rules)
     if len(detections) != len(ground_truth):
         raise ValueError(f"voc_evaluate: {len(detections)} detection entries for {len(ground_truth)} images")
     K = len(class_names)
@@ -235,4 +271,4 @@ def voc_evaluate(detections: Sequence[Mapping], ground_truth: Sequence[Mapping],
         parts.append((np.full(len(l), i, dtype=np.int64), l, s, to_inclusive(b)))
     det_image, det_labels, det_scores, det_boxes = concat_table(parts)
     return evaluate_table(gt_boxes, gt_labels, gt_difficult, det_image, det_labels, det_scores, det_boxes,
-                          list(class_names), iou_thresh, use_07_metric, match_at_threshold)
+                          list(class_names), iou_thresh, use_07_metric, rules)

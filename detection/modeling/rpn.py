@@ -13,7 +13,39 @@ from torch import Tensor, nn
 from detection.modeling.anchors import AnchorGenerator, MultiLevelAnchorGenerator
 from detection.modeling.box_coder import BoxCoder, box_sides_at_least, clip_boxes
 from detection.modeling.sampling import BalancedSampler, Matcher, rank_in_group
-from detection.ops import batched_nms, box_iou
+from detection.ops import batched_nms, box_iou, nms
+
+# CUDA NMS builds an N x ceil(N / 64) uint64 mask (16 images x 12,000 boxes in one call: 4.6 GB). Above this many
+# boxes in a batch (a 128 MiB mask), proposal NMS on CUDA runs image by image instead of in one call.
+CUDA_NMS_MAX_BOXES = 32768
+
+
+def proposal_nms(boxes: Tensor, scores: Tensor, image_idx: Tensor, iou_threshold: float,
+                 max_boxes: Optional[int] = None, levels: Optional[Tensor] = None, num_levels: int = 1) -> Tensor:
+    """NMS within each image (and pyramid level) of a batch: boxes of different images, or of different levels
+    (`levels` [N] in 0..num_levels-1), never suppress each other.
+
+    boxes [N, 4] xyxy, scores [N], image_idx [N] int64 in non-decreasing order (image-major). Returns int64 indices
+    of the kept boxes, each image's in decreasing score order. Up to `max_boxes` boxes (default: unbounded on the
+    CPU, CUDA_NMS_MAX_BOXES on CUDA) go through one batched_nms call; more run one NMS per image (B small
+    syncs), which bounds the CUDA mask by the largest image's boxes.
+    """
+    n = boxes.shape[0]
+    if max_boxes is None:
+        max_boxes = CUDA_NMS_MAX_BOXES if boxes.is_cuda else n
+    if n <= max_boxes:
+        groups = image_idx if levels is None else image_idx * num_levels + levels
+        return batched_nms(boxes, scores, groups, iou_threshold)
+    counts = torch.bincount(image_idx).tolist()
+    kept, start = [], 0
+    for count in counts:  # per image, not per box
+        if count:
+            sl = slice(start, start + count)
+            keep = (nms(boxes[sl], scores[sl], iou_threshold) if levels is None
+                    else batched_nms(boxes[sl], scores[sl], levels[sl], iou_threshold))
+            kept.append(keep + start)
+        start += count
+    return torch.cat(kept) if kept else image_idx.new_zeros((0,))
 
 
 class RPNHead(nn.Module):
@@ -151,9 +183,10 @@ class RegionProposalNetwork(nn.Module):
             min_size = min_size * image_scales.to(min_size).view(b, 1)
         keep = box_sides_at_least(boxes, min_size)  # [B, k]
         image_idx = torch.arange(b, device=boxes.device)[:, None].expand(b, k)[keep]
-        group = (image_idx * len(counts) + level[None, :].expand(b, k)[keep]) if len(counts) > 1 else image_idx
+        levels = level[None, :].expand(b, k)[keep] if len(counts) > 1 else None
         boxes, scores = boxes[keep], scores[keep]
-        kept = batched_nms(boxes, scores, group, self.nms_thresh[mode])  # sorted by decreasing score
+        kept = proposal_nms(boxes, scores, image_idx, self.nms_thresh[mode], levels=levels,
+                            num_levels=len(counts))  # by decreasing score per image
         image_idx = image_idx[kept]
         rank = rank_in_group(image_idx)
         sel = rank < self.post_nms_top_n[mode]

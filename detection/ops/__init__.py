@@ -7,9 +7,11 @@ Owns stateless tensor operations. Must not import ``detection.modeling``, ``dete
 `DETECTION_OPS=torchvision` selects torchvision.ops instead of the compiled `detection._C`.
 """
 from detection.ops._backend import BACKEND
+from detection.ops.async_errors import check_async_errors
 from detection.ops.boxes import box_area, box_iou
 from detection.ops.nms import batched_nms, nms
 from detection.ops.roi_align import RoIAlign, roi_align
 from detection.ops.roi_pool import RoIPool, roi_pool
 
-__all__ = ["BACKEND", "box_area", "box_iou", "nms", "batched_nms", "roi_align", "RoIAlign", "roi_pool", "RoIPool"]
+__all__ = ["BACKEND", "box_area", "box_iou", "nms", "batched_nms", "roi_align", "RoIAlign", "roi_pool", "RoIPool",
+           "check_async_errors"]
