@@ -339,3 +339,23 @@ def test_coco_records_under_torchvision_labels_map_categories_by_name(tmp_path):
     to_coco = records.meta["contiguous_to_coco_id"]  # labels are positions in torchvision's list
     assert len(to_coco) == 80 and (to_coco[1], to_coco[3], to_coco[24]) == (7, 3, 12) and 12 not in to_coco
     assert {int(lab) for r in records.records for lab in r["labels"]} <= {1, 3, 24}
+
+
+def test_a_torchvision_format_file_fine_tunes_to_another_class_list(tmp_path, caplog):
+    from detection.engine.checkpoint import load_model_weights
+
+    torch.manual_seed(0)
+    source = build_model(fpn_cfg(), num_classes=7)
+    tv_names = {("roi_heads.box_predictor." + k[len("roi_heads."):] if k.startswith(("roi_heads.cls_score",
+                 "roi_heads.bbox_pred")) else k): v for k, v in source.state_dict().items()}
+    assert any(k.startswith("backbone.body.") for k in tv_names)  # torchvision's layout: recognised by its keys
+    path = tmp_path / "tv_format.pth"
+    torch.save(tv_names, path)
+    target = build_model(fpn_cfg(), num_classes=4)
+    init = target.roi_heads.cls_score.weight.clone()
+    with caplog.at_level("WARNING"):
+        load_model_weights(target, str(path), skip_mismatched=True)
+    assert "roi_heads.cls_score.weight" in caplog.text  # the class-dependent layers keep their initialisation
+    assert torch.equal(target.roi_heads.cls_score.weight, init)
+    for key in ("backbone.fpn.layer_blocks.0.0.weight", "rpn.head.conv.weight", "roi_heads.box_head.fc6.weight"):
+        assert torch.equal(target.state_dict()[key], source.state_dict()[key]), key
