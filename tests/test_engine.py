@@ -78,6 +78,24 @@ def test_kill_and_resume_ends_with_identical_weights(tmp_path):
     assert full.optimizer.param_groups[0]["lr"] == resumed.optimizer.param_groups[0]["lr"]
     with open(tmp_path / "resumed" / "last_checkpoint") as f:
         assert f.read().strip() == "model_final.pth"
+    # iterations 6 and 7 ran twice (killed after 7, resumed from 5): metrics.jsonl keeps each iteration once
+    logged = [json.loads(line) for line in open(tmp_path / "resumed" / "metrics.jsonl")]
+    assert [r["iteration"] for r in logged] == list(range(1, 11))
+    reference = [json.loads(line) for line in open(tmp_path / "full" / "metrics.jsonl")]
+    assert [r["total_loss"] for r in logged] == [r["total_loss"] for r in reference]
+    # TensorBoard: the resumed run's events hide the killed run's iterations 6 and 7 (purge_step)
+    full_events, resumed_events = (read_scalars(tmp_path / d / "tensorboard", "total_loss") for d in ("full", "resumed"))
+    assert [step for step, _ in resumed_events] == list(range(1, 11))
+    assert resumed_events == full_events == [(r["iteration"], pytest.approx(r["total_loss"])) for r in reference]
+
+
+def read_scalars(log_dir, tag):
+    """[(step, value)] of one scalar tag, read back from the event files in `log_dir` as TensorBoard reads them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

@@ -97,6 +97,71 @@ def test_read_image_size_mismatch_and_missing(devkit, tmp_path):
         read_image_rgb(str(tmp_path / "nothing.jpg"))
 
 
+def _garble_jpeg_body(path, flip_every=50):
+    """Flip one bit every `flip_every` bytes of the entropy-coded data (never making or breaking a 0xFF): the
+    header and the end marker stay valid, OpenCV still returns an image, libjpeg only warns."""
+    data = bytearray(open(path, "rb").read())
+    start, end = data.find(b"\xff\xda") + 64, len(data) - 16
+    for i in range(start, end, flip_every):
+        if data[i] != 0xFF and data[i - 1] != 0xFF and data[i] ^ 0x10 != 0xFF:
+            data[i] ^= 0x10
+    open(path, "wb").write(bytes(data))
+
+
+def test_jpeg_with_a_garbled_body_is_a_bad_image(tmp_path, capfd):
+    import cv2
+
+    from fixtures_data import draw_image, write_jpeg
+
+    rng = np.random.default_rng(0)
+    noisy = cv2.GaussianBlur(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8), (5, 5), 2)
+    path = write_jpeg(str(tmp_path / "garbled.jpg"), noisy, quality=90)
+    good = read_image_rgb(path)
+    _garble_jpeg_body(path)
+    assert cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR) is not None  # OpenCV alone accepts it
+    capfd.readouterr()
+    with pytest.raises(ImageReadError, match=re.escape(path) + ".*Corrupt JPEG data"):
+        read_image_rgb(path)
+    assert "Corrupt JPEG data" not in capfd.readouterr().err  # the warning became the error, not stderr noise
+    clean = write_jpeg(str(tmp_path / "clean.jpg"), draw_image(40, 50, [[5, 5, 20, 30]]))
+    assert read_image_rgb(clean).shape == (40, 50, 3) and good.shape == (96, 128, 3)
+
+
+def test_exif_orientation_is_applied_and_named_in_size_errors(tmp_path):
+    from PIL import Image
+
+    stored = np.zeros((30, 50, 3), np.uint8)  # stored 30 rows x 50 columns, a red mark at the top-left corner
+    stored[:5, :8] = (255, 0, 0)
+    path = str(tmp_path / "phone.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    Image.fromarray(stored).save(path, quality=95, exif=exif)
+    upright = read_image_rgb(path)
+    assert upright.shape == (50, 30, 3)  # displayed upright: 50 rows x 30 columns
+    assert upright[:8, -5:, 0].mean() > 200 and upright[-8:, :5, 0].mean() < 50  # the mark moved to the top-right
+    with pytest.raises(ImageReadError, match=re.escape(path) + ".*differs from the annotation's 30x50.*EXIF "
+                                                               "orientation tag 6"):
+        read_image_rgb(path, expected_hw=(30, 50))
+
+
+def test_image_read_error_survives_pickling_and_the_dataloader_worker_reraise():
+    import pickle
+
+    from torch.utils.data._utils.worker import ExceptionWrapper
+
+    err = ImageReadError("/data/a b.jpg", "truncated JPEG (no end-of-image marker)")
+    copy = pickle.loads(pickle.dumps(err))
+    assert (str(copy), copy.path, copy.reason) == (str(err), "/data/a b.jpg", "truncated JPEG (no end-of-image marker)")
+    try:
+        raise err
+    except ImageReadError:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(ImageReadError) as info:
+        wrapped.reraise()  # what torch does in the main process: type(exc)(traceback text)
+    assert str(info.value) == "cannot read image /data/a b.jpg: truncated JPEG (no end-of-image marker)"
+    assert info.value.path == "/data/a b.jpg"
+
+
 def test_training_sampler_is_infinite_sharded_and_repeatable():
     take = lambda s, n: [i for _, i in zip(range(n), iter(s))]  # noqa: E731
     a = take(TrainingSampler(10, seed=3), 30)

@@ -253,17 +253,51 @@ def test_nms_non_contiguous_inputs():
     torch.testing.assert_close(ops.nms(wide[:, ::2], score_view, 0.5), torchvision.ops.nms(boxes, scores, 0.5))
 
 
+def per_group_nms(boxes, scores, idxs, thr):
+    """The definition of batched NMS: torchvision.ops.nms on each category alone, merged by decreasing score."""
+    keep = []
+    for g in torch.unique(idxs).tolist():
+        sel = torch.nonzero(idxs == g).flatten()
+        keep.append(sel[torchvision.ops.nms(boxes[sel], scores[sel], thr)])
+    keep = torch.cat(keep)
+    return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_batched_nms_matches_torchvision(dtype):
+def test_batched_nms_equals_per_group_nms(dtype):
     g = torch.Generator().manual_seed(4)
     boxes = clustered_boxes(400, seed=4, dtype=dtype)
     scores = distinct_scores(400, seed=4, dtype=dtype)
-    idxs = torch.randint(0, 5, (400,), generator=g)
-    for thr in (0.3, 0.7):
-        torch.testing.assert_close(ops.batched_nms(boxes, scores, idxs, thr),
-                                   torchvision.ops.batched_nms(boxes, scores, idxs, thr))
+    for groups in (1, 3, 5, 9):  # one call; one call for up to four groups; several calls
+        idxs = torch.randint(0, groups, (400,), generator=g) * 7  # sparse ids
+        for thr in (0.0, 0.3, 0.7):
+            assert torch.equal(ops.batched_nms(boxes, scores, idxs, thr), per_group_nms(boxes, scores, idxs, thr))
+    shifted = boxes - 150  # negative coordinates (no mirroring): one call per group
+    assert torch.equal(ops.batched_nms(shifted, scores, idxs, 0.5), per_group_nms(shifted, scores, idxs, 0.5))
+    assert torch.equal(ops.batched_nms(boxes, scores, idxs, -0.1), per_group_nms(boxes, scores, idxs, -0.1))
     empty = ops.batched_nms(boxes[:0], scores[:0], idxs[:0], 0.5)
     assert empty.shape == (0,) and empty.dtype == torch.int64
+
+
+def test_batched_nms_is_exact_at_16_images_x_81_classes_of_1333_pixel_boxes():
+    """idxs = image * 81 + class over 1296 groups: a coordinate offset of ~1.7e6 rounds float32 boxes to 0.125 px
+    and changes the kept set; batched_nms must stay exactly per-group NMS."""
+    g = torch.Generator().manual_seed(15)
+    groups, per_group = 16 * 81, 8
+    ctr = torch.rand(groups, 1, 2, generator=g, dtype=torch.float64) * 1000 + 160
+    wh = torch.rand(groups, 1, 2, generator=g, dtype=torch.float64) * 300 + 20
+    c = ctr + torch.randn(groups, per_group, 2, generator=g, dtype=torch.float64) * wh * 0.12
+    s = wh * torch.exp(torch.randn(groups, per_group, 2, generator=g, dtype=torch.float64) * 0.12)
+    boxes = torch.cat([c - s / 2, c + s / 2], -1).clamp(0, 1333).reshape(-1, 4).float()
+    idxs = torch.arange(groups).repeat_interleave(per_group)
+    perm = torch.randperm(idxs.numel(), generator=g)
+    boxes, idxs = boxes[perm], idxs[perm]
+    scores = distinct_scores(idxs.numel(), seed=15)
+    reference = per_group_nms(boxes, scores, idxs, 0.5)
+    assert torch.equal(ops.batched_nms(boxes, scores, idxs, 0.5), reference)
+    offset = idxs.to(boxes) * (boxes.max() + 1)  # the coordinate trick this replaces: shown to go wrong here
+    assert offset.max() > 1.7e6 and not torch.equal(torchvision.ops.nms(boxes + offset[:, None], scores, 0.5),
+                                                    reference)
 
 
 @pytest.mark.parametrize("make_args, match", [

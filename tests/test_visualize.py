@@ -56,7 +56,11 @@ def test_ground_truth_threshold_and_clipping():
 def test_class_colours_are_stable_and_distinct():
     assert [class_color(k) for k in range(len(PALETTE))] == list(PALETTE)
     assert len(set(PALETTE)) == len(PALETTE)
-    assert class_color(27) == class_color(27) and class_color(27) != class_color(28)
+    import colorsys
+
+    h = int(27 * 0.618033988749895 % 1.0 * 180) / 180  # beyond the palette: golden-ratio hues, OpenCV's 0..180 scale
+    expected = [round(v * 255) for v in colorsys.hsv_to_rgb(h, 200 / 255, 240 / 255)]
+    assert np.abs(np.subtract(class_color(27), expected)).max() <= 2 and class_color(27) != class_color(28)
     assert all(0 <= c <= 255 for c in class_color(1000))
     box = np.array([[20, 20, 120, 100]])
     a = draw_detections(_grey(), box, [3], [0.5], CLASSES)
@@ -162,9 +166,10 @@ def test_seeding():
     assert a == (random.random(), np.random.rand(), torch.rand(1).item())
     s = seed_everything(None)
     assert isinstance(s, int) and s >= 0
-    assert derive_seed(7, 0) != derive_seed(7, 1) and derive_seed(7, 1) == derive_seed(7, 1)
+    assert derive_seed(7, 0) != derive_seed(7, 1)
+    assert derive_seed(7, 1) == 369571992  # pinned: seeded runs must repeat across versions
     assert 0 <= derive_seed(2**40, 3) < 2**32
-    assert torch.rand(1, generator=make_generator(3)).item() == torch.rand(1, generator=make_generator(3)).item()
+    assert torch.equal(torch.rand(3, generator=make_generator(3)), torch.rand(3, generator=torch.Generator().manual_seed(3)))
 
     class DS(torch.utils.data.Dataset):
         def __len__(self):

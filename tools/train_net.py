@@ -6,7 +6,7 @@
 
 Writes into OUTPUT_DIR: config.yaml (the resolved config), log.txt, model_summary.txt, metrics.jsonl,
 model_<iter>.pth every TRAIN.SNAPSHOT_ITERS, model_final.pth, last_checkpoint, model_best.pth (best periodic
-evaluation), tensorboard/ (when installed), and the final evaluation under inference/ (skip with --skip-eval).
+evaluation), tensorboard/ (event files), and the final evaluation under inference/ (skip with --skip-eval).
 --resume continues from OUTPUT_DIR's last_checkpoint exactly where it stopped (model, optimizer, schedule, RNG and
 data order). Without --resume an OUTPUT_DIR that already holds a run is refused, so nothing is overwritten.
 Exit codes: 0 done, 1 training stopped (non-finite loss), 2 bad arguments / config / input.
@@ -57,7 +57,8 @@ def train(args) -> int:
     import torch
 
     from detection.config import dump_config
-    from detection.engine.checkpoint import Checkpointer, atomic_write_text, load_model_weights, write_json
+    from detection.engine.checkpoint import (Checkpointer, atomic_write_text, load_model_weights,
+                                             remove_stale_temporaries, write_json)
     from detection.engine.distributed import (get_world_size, is_distributed, is_main_process, launched_by_torchrun,
                                               synchronize, weights_match_rank0)
     from detection.engine.inference import inference_on_dataset
@@ -74,6 +75,8 @@ def train(args) -> int:
     _check_output_dir(output_dir, args.resume)
     device = setup_run(cfg, output_dir, distributed=launched_by_torchrun())
     main = is_main_process()
+    if main:
+        remove_stale_temporaries(output_dir)  # left by writes a kill interrupted
     task = get_task(cfg)
     weights = resolve_weights_argument(cfg, args.weights) if args.weights else None
     model = (task.build_model_for_weights(cfg) if weights else task.build_model(cfg)).to(device)

@@ -17,10 +17,10 @@ from torch.utils.data import BatchSampler, DataLoader
 
 from detection.data.coco import load_coco
 from detection.data.dataset import DetectionDataset
-from detection.data.records import DetectionRecords, ReadStats, filter_empty_records
+from detection.data.records import DatasetError, DetectionRecords, ReadStats, filter_empty_records
 from detection.data.samplers import GroupedBatchSampler, InferenceSampler, SkipBatches, TrainingSampler
 from detection.data.voc import load_voc
-from detection.utils.dist import rank_and_world_size
+from detection.utils.dist import rank_and_world_size, shared_random_seed
 from detection.utils.seed import worker_init_fn
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def _join(parts: Sequence[DetectionRecords], name: str) -> DetectionRecords:
     first = parts[0]
     for p in parts[1:]:
         if p.class_names != first.class_names:
-            raise ValueError(f"{name}: the joined sets have different class lists: {first.class_names} vs "
+            raise DatasetError(f"{name}: the joined sets have different class lists: {first.class_names} vs "
                              f"{p.class_names}")
     stats = ReadStats()
     for p in parts:
@@ -93,7 +93,7 @@ def build_detection_records(cfg, is_train: bool) -> DetectionRecords:
     sets = data.TRAIN_SETS if is_train else data.TEST_SET
     sets = [sets] if isinstance(sets, str) else list(sets)
     if not sets:
-        raise ValueError(f"DATA.{'TRAIN_SETS' if is_train else 'TEST_SET'} is empty")
+        raise DatasetError(f"DATA.{'TRAIN_SETS' if is_train else 'TEST_SET'} is empty")
     root = os.path.expanduser(data.ROOT)
     classes = tuple(data.CLASSES)
     if not classes and data.CLASSES_FROM:  # e.g. torchvision's COCO labels, 'N/A' placeholders included
@@ -104,7 +104,7 @@ def build_detection_records(cfg, is_train: bool) -> DetectionRecords:
     split_name = "train" if is_train else "test"
     if data.FORMAT == "voc":
         if not classes:
-            raise ValueError("DATA.CLASSES is empty: a VOC-layout dataset has no class list of its own; set "
+            raise DatasetError("DATA.CLASSES is empty: a VOC-layout dataset has no class list of its own; set "
                              "DATA.CLASSES")
         out = load_voc(root, sets, classes, check_images=check, skip_bad_images=skip,
                        name=f"VOC {'+'.join(sets)} ({split_name})")
@@ -116,7 +116,7 @@ def build_detection_records(cfg, is_train: bool) -> DetectionRecords:
                                    skip_bad_images=skip, name=f"COCO {entry} ({split_name})"))
         out = _join(parts, f"COCO {'+'.join(sets)} ({split_name})")
     else:
-        raise ValueError(f"DATA.FORMAT {data.FORMAT!r} has no detection reader (expected 'voc' or 'coco')")
+        raise DatasetError(f"DATA.FORMAT {data.FORMAT!r} has no detection reader (expected 'voc' or 'coco')")
     if is_train and data.FILTER_EMPTY:
         kept = filter_empty_records(out.records, use_difficult=bool(cfg.TRAIN.USE_DIFFICULT), use_crowd=False,
                                     name=f"{data.FORMAT} {'+'.join(sets)}")
@@ -124,7 +124,7 @@ def build_detection_records(cfg, is_train: bool) -> DetectionRecords:
         out.stats.images = len(kept)
         out.records = kept
     if not out.records:
-        raise ValueError(f"no images left in {data.FORMAT} sets {sets} under {root} ({out.stats.summary()})")
+        raise DatasetError(f"no images left in {data.FORMAT} sets {sets} under {root} ({out.stats.summary()})")
     return out
 
 
@@ -154,7 +154,7 @@ def build_detection_train_loader(cfg, dataset: Optional[DetectionDataset] = None
                                  world_size: Optional[int] = None, start_iter: int = 0) -> DataLoader:
     """An endless DataLoader of training batches ``(list[Tensor[3,H,W]], list[target dict])``; use ``iter()``
     and ``next()``. Reads TRAIN.IMS_PER_BATCH (per process), DATA.NUM_WORKERS, DATA.ASPECT_RATIO_GROUPING,
-    RNG_SEED (< 0: unseeded). rank/world_size default to torch.distributed's (or 0/1).
+    RNG_SEED (< 0: unseeded, the sampler seed drawn on rank 0 and shared). rank/world_size default to torch.distributed's (or 0/1).
 
     With a seed, every sample's augmentation is seeded from its position in the stream and ``start_iter``
     skips the batches already trained on, so a resumed run sees exactly the batches (augmentation included) of
@@ -163,7 +163,7 @@ def build_detection_train_loader(cfg, dataset: Optional[DetectionDataset] = None
         dataset = build_detection_dataset(cfg, is_train=True)
     rank, world_size = rank_and_world_size(rank, world_size)
     seed = _seed(cfg)
-    base = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+    base = int(seed) if seed is not None else shared_random_seed()  # one stream for all ranks: disjoint shards
     sampler = TrainingSampler(len(dataset), shuffle=True, seed=base, rank=rank, world_size=world_size,
                               sample_seeds=seed is not None)
     batch_size = int(cfg.TRAIN.IMS_PER_BATCH)

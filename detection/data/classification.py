@@ -21,9 +21,10 @@ from torch.utils.data import BatchSampler, DataLoader
 
 from detection.data.image_folder import ImageFolderRecords, load_image_folder
 from detection.data.image_io import read_record_image
+from detection.data.records import DatasetError
 from detection.data.samplers import InferenceSampler, SkipBatches, TrainingSampler, apply_sample_key
 from detection.ops.resize import CROP_FRACTION, resize_square, ten_crop  # noqa: F401  (re-exported)
-from detection.utils.dist import rank_and_world_size
+from detection.utils.dist import rank_and_world_size, shared_random_seed
 from detection.utils.seed import worker_init_fn
 
 __all__ = [
@@ -140,7 +141,7 @@ def _sets(cfg, is_train: bool) -> List[str]:
     sets = cfg.DATA.TRAIN_SETS if is_train else cfg.DATA.TEST_SET
     sets = [sets] if isinstance(sets, str) else list(sets)
     if not sets:
-        raise ValueError(f"DATA.{'TRAIN_SETS' if is_train else 'TEST_SET'} is empty")
+        raise DatasetError(f"DATA.{'TRAIN_SETS' if is_train else 'TEST_SET'} is empty")
     return sets
 
 
@@ -151,7 +152,7 @@ def build_classification_records(cfg, is_train: bool) -> ImageFolderRecords:
     MODEL.NUM_CLASSES > 0 must equal the number of classes."""
     data = cfg.DATA
     if data.FORMAT != "image_folder":
-        raise ValueError(f"the classifier reads DATA.FORMAT 'image_folder', got {data.FORMAT!r}")
+        raise DatasetError(f"the classifier reads DATA.FORMAT 'image_folder', got {data.FORMAT!r}")
     root = os.path.expanduser(data.ROOT)
     parts = []
     classes = tuple(data.CLASSES) or None
@@ -160,13 +161,13 @@ def build_classification_records(cfg, is_train: bool) -> ImageFolderRecords:
                                  skip_bad_images=bool(data.SKIP_BAD_IMAGES),
                                  name=f"{root}/{split} ({'train' if is_train else 'test'})")
         if parts and part.class_names != parts[0].class_names:
-            raise ValueError(f"{root}/{split} has classes {list(part.class_names)}, {parts[0].meta['folder']} has "
+            raise DatasetError(f"{root}/{split} has classes {list(part.class_names)}, {parts[0].meta['folder']} has "
                              f"{list(parts[0].class_names)}: set DATA.CLASSES or make the folders agree")
         classes = classes or part.class_names
         parts.append(part)
     n = int(cfg.MODEL.NUM_CLASSES)
     if n > 0 and n != len(parts[0].class_names):
-        raise ValueError(f"MODEL.NUM_CLASSES is {n} but {parts[0].meta['folder']} has {len(parts[0].class_names)} "
+        raise DatasetError(f"MODEL.NUM_CLASSES is {n} but {parts[0].meta['folder']} has {len(parts[0].class_names)} "
                          f"classes {list(parts[0].class_names)}")
     if len(parts) == 1:
         return parts[0]
@@ -212,9 +213,10 @@ def build_classification_dataset(cfg, is_train: bool, records: Optional[ImageFol
 
 
 def train_seed(cfg) -> int:
-    """The training sampler's seed: RNG_SEED, or a fresh one when it is negative."""
+    """The training sampler's seed: RNG_SEED, or when it is negative a fresh one drawn on rank 0 and shared by
+    every process (so their shards stay disjoint)."""
     seed = _seed(cfg)
-    return int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+    return int(seed) if seed is not None else shared_random_seed()
 
 
 def _loader(dataset, batch_sampler, num_workers: int, seed: int) -> DataLoader:

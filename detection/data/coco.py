@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import os
 from typing import List, Optional, Sequence
 
@@ -46,6 +47,10 @@ def read_coco_json(path: str) -> dict:
         raise FileNotFoundError(f"COCO annotation file not found: {path}") from None
     except json.JSONDecodeError as e:
         raise AnnotationError(f"{path}: malformed JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise AnnotationError(f"{path}: not a JSON text file (byte {e.start} is not UTF-8)") from None
+    except IsADirectoryError:
+        raise AnnotationError(f"{path}: is a folder, expected a COCO annotation JSON file") from None
     if not isinstance(data, dict):
         raise AnnotationError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
     for field in ("images", "categories"):
@@ -64,6 +69,8 @@ def coco_category_maps(categories: Sequence[dict], json_path: str = "<json>",
         for field in ("id", "name"):
             if field not in c:
                 raise AnnotationError(f"{json_path}: missing field '{field}' in categories[{i}]")
+        if not _is_number(c["id"]):
+            raise AnnotationError(f"{json_path}: categories[{i}] id must be a number, got {c['id']!r}")
     cats = sorted(categories, key=lambda c: int(c["id"]))
     ids = [int(c["id"]) for c in cats]
     if len(set(ids)) != len(ids):
@@ -83,6 +90,11 @@ def coco_category_maps(categories: Sequence[dict], json_path: str = "<json>",
         to_contig = {cid: k + 1 for k, cid in enumerate(ids)}
     to_coco = {k: cid for cid, k in sorted(to_contig.items(), key=lambda kv: kv[1])}
     return tuple(names), to_contig, to_coco
+
+
+def _is_number(value) -> bool:
+    """A finite JSON number (not a string, bool, null or list)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _image_dir_for(json_path: str, image_root: Optional[str]) -> str:
@@ -115,15 +127,20 @@ def load_coco(json_path: str, image_root: Optional[str] = None, class_names: Opt
             if field not in img:
                 raise AnnotationError(f"{json_path}: missing field '{field}' in images[{i}]"
                                       + (f" (id {img['id']})" if "id" in img else ""))
+        for field in ("width", "height"):
+            if not _is_number(img[field]):
+                raise AnnotationError(f"{json_path}: images[{i}] (id {img['id']}) {field} must be a number, got "
+                                      f"{img[field]!r}")
     for i, ann in enumerate(data["annotations"]):
         for field in ("image_id", "category_id", "bbox"):
             if field not in ann:
                 raise AnnotationError(f"{json_path}: missing field '{field}' in annotations[{i}]"
                                       + (f" (id {ann['id']})" if "id" in ann else ""))
-        if len(ann["bbox"]) != 4:
-            raise AnnotationError(f"{json_path}: annotations[{i}] bbox must have 4 numbers [x, y, w, h], "
-                                  f"got {ann['bbox']!r}")
-        if int(ann["category_id"]) not in to_contig:
+        bbox = ann["bbox"]
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+            raise AnnotationError(f"{json_path}: annotations[{i}]" + (f" (id {ann['id']})" if "id" in ann else "")
+                                  + f" bbox must be 4 finite numbers [x, y, w, h], got {bbox!r}")
+        if not _is_number(ann["category_id"]) or int(ann["category_id"]) not in to_contig:
             raise AnnotationError(f"{json_path}: unknown category id {ann['category_id']} in annotations[{i}] "
                                   f"(known ids: {sorted(to_contig)})")
         ann.setdefault("id", i + 1)  # pycocotools indexes annotations by id

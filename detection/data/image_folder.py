@@ -19,7 +19,7 @@ import os
 from typing import List, Optional, Sequence, Tuple
 
 from detection.data.image_io import ImageReadError
-from detection.data.records import check_image_header
+from detection.data.records import DatasetError, check_image_header
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def load_image_folder(root: str, split: str, class_names: Optional[Sequence[str]
     else:
         classes = found
     if not classes:
-        raise ValueError(f"no class folders in {folder} (expected {folder}/<class>/<images>)")
+        raise DatasetError(f"no class folders in {folder} (expected {folder}/<class>/<images>)")
     exts = tuple(e.lower() for e in extensions)
     records, counts, skipped = [], {}, []
     for label, cls in enumerate(classes):
@@ -103,7 +103,7 @@ def load_image_folder(root: str, split: str, class_names: Optional[Sequence[str]
         if kept == 0:
             logger.warning("%s: class folder %s holds no readable image", folder, cls)
     if not records:
-        raise ValueError(f"no images found in {folder}/<class>/ (extensions {list(exts)})")
+        raise DatasetError(f"no images found in {folder}/<class>/ (extensions {list(exts)})")
     out = ImageFolderRecords(records, classes, counts, skipped, meta=dict(root=root, split=split, folder=folder))
     logger.info("%s", out.summary(name or f"image folder {folder}"))
     return out

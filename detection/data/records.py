@@ -24,6 +24,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DatasetError",
     "AnnotationError",
     "ReadStats",
     "DetectionRecords",
@@ -36,7 +37,12 @@ __all__ = [
 ]
 
 
-class AnnotationError(ValueError):
+class DatasetError(ValueError):
+    """A dataset that cannot be used as configured (no image left, no class list, ...); the message names the
+    sets, folder or config key. The tools print it and exit with code 2."""
+
+
+class AnnotationError(DatasetError):
     """A malformed, incomplete or inconsistent annotation file; the message names the file (and position)."""
 
 

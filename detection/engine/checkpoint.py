@@ -2,51 +2,113 @@
 
 A checkpoint is a dict of plain containers and tensors only (so `torch.load(..., weights_only=True)` reads it):
 `model`, `optimizer`, `scheduler` state dicts, `iteration` (number of finished iterations), `rng` (torch, CUDA,
-numpy and Python random states as tensors / lists), `config` (the resolved config as a YAML string), `extra`
-(plain values: class names, the best evaluation so far, ...; `Checkpointer.extra` is saved and restored).
+numpy and Python random states as tensors / lists, of rank 0), `rng_per_rank` (multi-process runs: every rank's
+`rng`, by rank; each rank restores its own), `config` (the resolved config as a YAML string), `extra` (plain
+values: class names, the best evaluation so far, ...; `Checkpointer.extra` is saved and restored).
 """
+import errno
 import json
 import logging
 import os
 import random
+import re
 import tempfile
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 
+from detection.engine.distributed import get_rank, get_world_size
+
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last_checkpoint"
+_TEMPORARY = re.compile(r".+\.[A-Za-z0-9_]{8}\.tmp")  # <name>.<mkstemp's 8 characters>.tmp
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used (unreadable, truncated, refused by weights_only, not a checkpoint, or of
+    another model than the config builds); the message names the file. The tools exit with code 2."""
+
+
+class OutputWriteError(OSError):
+    """Writing an output failed: "disk full while writing FILE" or "cannot write FILE: reason". Exit code 2."""
+
+
+def _os_error_in(exc: Optional[BaseException]) -> Optional[OSError]:
+    """The first OSError with an errno in `exc`'s chain (torch buries the write's ENOSPC under a RuntimeError)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def describe_write_error(exc: BaseException, path: str) -> Optional[str]:
+    """One line for a failed write of `path` ("disk full while writing PATH", "cannot write PATH: reason"), or
+    None when `exc` is not an I/O failure (e.g. an object that cannot be pickled)."""
+    err = _os_error_in(exc)
+    if err is None:
+        return None
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return f"disk full while writing {path}"
+    return f"cannot write {path}: {err.strerror or err}"
+
+
+def _atomic_write(path: str, write, mode: str) -> None:
+    """`write(file)` into a temporary file beside `path`, fsync, rename over `path`; OutputWriteError on an I/O
+    failure (the temporary file is removed, `path` keeps its old content)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        message = describe_write_error(exc, path if tmp is not None else folder)
+        if message is None or not isinstance(exc, Exception):
+            raise
+        raise OutputWriteError(message) from exc
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:
     """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic_write(path, lambda f: torch.save(obj, f), "wb")
 
 
 def atomic_write_text(path: str, text: str) -> None:
     """Write a small text file atomically (temporary file + rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    _atomic_write(path, lambda f: f.write(text), "w")
+
+
+def remove_stale_temporaries(folder: str) -> List[str]:
+    """Delete the `<name>.XXXXXXXX.tmp` files that interrupted atomic writes left in `folder`; returns their
+    paths. Call it before a run writes there (two runs never share an OUTPUT_DIR)."""
+    removed = []
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(folder, name)
+        if _TEMPORARY.fullmatch(name) and os.path.isfile(path):
+            try:
+                os.unlink(path)
+                removed.append(path)
+            except OSError as exc:
+                logger.warning("cannot remove the stale temporary file %s: %s", path, exc)
+    if removed:
+        logger.info("removed %d temporary file(s) of interrupted writes: %s", len(removed),
+                    ", ".join(os.path.basename(p) for p in removed))
+    return removed
 
 
 def get_rng_states() -> Dict[str, Any]:
@@ -91,8 +153,12 @@ class Checkpointer:
         self.save_to_disk = save_to_disk
         self.config_text = config_text
 
-    def save(self, name: str, iteration: int, extra: Optional[Dict[str, Any]] = None, tag_last: bool = True) -> str:
-        """Write `<output_dir>/<name>.pth` atomically and point `last_checkpoint` at it (when tag_last)."""
+    def save(self, name: str, iteration: int, extra: Optional[Dict[str, Any]] = None, tag_last: bool = True,
+             rng_per_rank: Optional[List[Dict[str, Any]]] = None) -> str:
+        """Write `<output_dir>/<name>.pth` atomically and point `last_checkpoint` at it (when tag_last).
+
+        rng_per_rank: every process's `get_rng_states()` by rank (gathered by the caller on all ranks), so that a
+        resumed multi-process run restores each rank's own streams."""
         path = os.path.join(self.output_dir, f"{name}.pth")
         if not self.save_to_disk:
             return path
@@ -103,6 +169,8 @@ class Checkpointer:
             "config": self.config_text,
             "extra": {**self.extra, **(extra or {})},
         }
+        if rng_per_rank is not None and len(rng_per_rank) > 1:
+            state["rng_per_rank"] = list(rng_per_rank)
         if self.optimizer is not None:
             state["optimizer"] = self.optimizer.state_dict()
         if self.scheduler is not None:
@@ -112,6 +180,21 @@ class Checkpointer:
             atomic_write_text(os.path.join(self.output_dir, LAST_CHECKPOINT), os.path.basename(path) + "\n")
         logger.info("saved checkpoint %s (iteration %d)", path, iteration)
         return path
+
+    def _restore_rng(self, state: Dict[str, Any], path: str) -> None:
+        """This rank's RNG states from `rng_per_rank` (or `rng` in a one-process run). After a change of the
+        number of processes only rank 0 gets its streams back (the others keep their seeding), with a warning."""
+        rank, world = get_rank(), get_world_size()
+        per_rank = state.get("rng_per_rank") or ([state["rng"]] if "rng" in state else [])
+        if len(per_rank) == world:
+            set_rng_states(per_rank[rank])
+            return
+        if per_rank and rank == 0:
+            set_rng_states(per_rank[0])
+        if per_rank:
+            logger.warning("%s holds the RNG states of %d process(es), this run has %d: ranks other than 0 do not "
+                           "continue their random streams, so the run differs from an uninterrupted one", path,
+                           len(per_rank), world)
 
     def last_checkpoint(self) -> Optional[str]:
         """The path `last_checkpoint` points to, or None when there is no pointer."""
@@ -124,13 +207,28 @@ class Checkpointer:
             logger.info("no checkpoint in %s: starting from scratch", self.output_dir)
             return 0
         state = load_checkpoint_file(path)
-        unwrap_model(self.model).load_state_dict(state["model"])
-        if self.optimizer is not None and "optimizer" in state:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and "scheduler" in state:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if "rng" in state:
-            set_rng_states(state["rng"])
+        if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or "iteration" not in state:
+            raise CheckpointError(f"{path} is not a training checkpoint (a dict with 'model' and 'iteration', as "
+                                  f"tools/train_net.py writes): cannot resume from it")
+        model = unwrap_model(self.model)
+        problem = state_dict_mismatch(model, state["model"])
+        if problem:
+            changed = config_differences(state.get("config", ""), self.config_text)
+            hint = f"; the config differs from the checkpoint's in {changed}" if changed else ""
+            raise CheckpointError(f"cannot resume from {path}: it holds another model than the config builds "
+                                  f"({problem}){hint}. Resume with the run's own config ({self.output_dir}/"
+                                  f"config.yaml), or start a new run in another OUTPUT_DIR")
+        try:
+            model.load_state_dict(state["model"])
+            if self.optimizer is not None and "optimizer" in state:
+                self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and "scheduler" in state:
+                self.scheduler.load_state_dict(state["scheduler"])
+            self._restore_rng(state, path)
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"cannot resume from {path}: its optimizer, schedule or RNG state does not fit "
+                                  f"this run ({first})") from exc
         self.extra.update(state.get("extra") or {})
         logger.info("resumed from %s at iteration %d", path, state["iteration"])
         return int(state["iteration"])
@@ -142,10 +240,19 @@ def read_last_checkpoint(output_dir: str) -> Optional[str]:
     pointer = os.path.join(output_dir, LAST_CHECKPOINT)
     if not os.path.exists(pointer):
         return None
-    with open(pointer) as f:
-        path = os.path.join(output_dir, f.read().strip())
+    try:
+        with open(pointer, encoding="utf-8") as f:
+            name = f.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"cannot read {pointer}: {exc}") from None
+    if not name:
+        raise CheckpointError(f"{pointer} is empty: it should hold the file name of a checkpoint in {output_dir} "
+                              f"(e.g. model_final.pth); write that name into it, or remove it to start afresh")
+    path = os.path.join(output_dir, name)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{pointer} points to {path}, which does not exist")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{pointer} points to {path}, which is not a file")
     return path
 
 
@@ -156,7 +263,50 @@ def load_checkpoint_file(path: str) -> Dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise RuntimeError(f"cannot read checkpoint {path}: {exc}") from exc
+        lines = str(exc).strip().splitlines()
+        reason = lines[0] if lines else type(exc).__name__
+        if "Weights only load failed" in str(exc):
+            reason = "it holds objects other than tensors and plain containers (refused by weights_only=True)"
+        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from exc
+
+
+def state_dict_mismatch(model: torch.nn.Module, weights: Dict[str, Any]) -> str:
+    """'' when `weights` fits `model` exactly (same keys, same shapes), else a short description of the
+    differences (missing / unexpected keys, shape mismatches; a few of each)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in weights and torch.is_tensor(weights[k]) and weights[k].shape != own[k].shape]
+    parts = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("other shapes", shapes)):
+        if items:
+            parts.append(f"{len(items)} {label}: {', '.join(items[:3])}{', ...' if len(items) > 3 else ''}")
+    return "; ".join(parts)
+
+
+def config_differences(saved: str, current: str, limit: int = 6) -> str:
+    """'KEY: saved -> current, ...' for the config keys that differ between two YAML texts (MODEL.* first);
+    '' when either cannot be read."""
+    import yaml
+
+    def flat(tree, prefix=""):
+        out = {}
+        for k, v in (tree or {}).items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    try:
+        a, b = flat(yaml.safe_load(saved or "") or {}), flat(yaml.safe_load(current or "") or {})
+    except (yaml.YAMLError, AttributeError):
+        return ""
+    keys = sorted((k for k in set(a) | set(b) if a.get(k) != b.get(k)), key=lambda k: (not k.startswith("MODEL."), k))
+    keys = [k for k in keys if k != "OUTPUT_DIR"]
+    shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys[:limit])
+    return shown + (", ..." if len(keys) > limit else "")
 
 
 def load_model_weights(model: torch.nn.Module, path: str, strict: bool = True,
@@ -173,6 +323,9 @@ def load_model_weights(model: torch.nn.Module, path: str, strict: bool = True,
 
     state = load_checkpoint_file(path)
     weights = state["model"] if isinstance(state, dict) and "model" in state else state
+    if not isinstance(weights, dict) or not all(torch.is_tensor(v) for v in weights.values()):
+        raise CheckpointError(f"{path} holds a {type(weights).__name__}, not a checkpoint or a state dict "
+                              f"(a dict of tensors)")
     model_state = unwrap_model(model).state_dict()
     if isinstance(weights, dict) and is_torchvision_detector_state(weights):
         weights = map_torchvision_detector_state(weights, model_state)

@@ -19,18 +19,12 @@ logger = logging.getLogger(__name__)
 
 def coco_category_names(cfg) -> List[str]:
     """Category names of the first DATA.TRAIN_SETS JSON, sorted by category id."""
-    import json
-
     from detection.data.build import resolve_coco_set
+    from detection.data.coco import coco_category_maps, read_coco_json
 
     entry = cfg.DATA.TRAIN_SETS[0] if cfg.DATA.TRAIN_SETS else cfg.DATA.TEST_SET
     path, _ = resolve_coco_set(os.path.expanduser(cfg.DATA.ROOT), entry)
-    try:
-        with open(path) as f:
-            cats = json.load(f)["categories"]
-        return [c["name"] for c in sorted(cats, key=lambda c: int(c["id"]))]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: cannot read the categories for DATA.CLASSES: {exc}") from exc
+    return list(coco_category_maps(read_coco_json(path)["categories"], path)[0])  # errors name the file
 
 
 @TASKS.register("faster_rcnn")

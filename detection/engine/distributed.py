@@ -51,6 +51,15 @@ def synchronize() -> None:
         dist.barrier()
 
 
+def all_gather_object(obj) -> list:
+    """[obj of rank 0, obj of rank 1, ...] on every process (picklable objects); [obj] when not distributed."""
+    if not is_distributed() or get_world_size() == 1:
+        return [obj]
+    gathered = [None] * get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def reduce_mean(values: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Average a dict of scalar tensors over all processes (for logging); identity when not distributed."""
     if not is_distributed() or get_world_size() == 1:

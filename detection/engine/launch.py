@@ -72,12 +72,25 @@ def setup_run(cfg, output_dir: Optional[str], distributed: bool = False) -> torc
         init_distributed(device.type)
     rank = get_rank()
     if output_dir and rank == 0:
-        os.makedirs(output_dir, exist_ok=True)
+        check_writable_dir(output_dir)
     setup_logger(output_dir, rank=rank)
     seed = int(cfg.RNG_SEED)
     if seed >= 0:
         seed_everything(seed if rank == 0 else derive_seed(seed, rank) % 2**31)
     return device
+
+
+def check_writable_dir(folder: str) -> None:
+    """Create `folder` if needed and check a file can be written in it; ToolError "cannot write to DIR: reason"
+    otherwise (no permission, read-only, a path through a file, ...)."""
+    import tempfile
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ToolError(f"cannot write to {folder}: {exc.strerror or exc}") from None
 
 
 def find_inference_weights(cfg, weights: Optional[str], task) -> Optional[str]:
@@ -133,22 +146,45 @@ def user_errors() -> tuple:
     """Exception types that mean bad input the user can fix (config, files, weights, annotations)."""
     from detection.config import ConfigError
     from detection.data.image_io import ImageReadError
-    from detection.data.records import AnnotationError
+    from detection.data.records import DatasetError
+    from detection.engine.checkpoint import CheckpointError, OutputWriteError
     from detection.evaluation.evaluator import EvaluationInputError
     from detection.modeling.backbone.weights import WeightsError
 
-    return (ToolError, ConfigError, FileNotFoundError, ImageReadError, AnnotationError, EvaluationInputError,
-            WeightsError)
+    return (ToolError, ConfigError, FileNotFoundError, ImageReadError, DatasetError, EvaluationInputError,
+            WeightsError, CheckpointError, OutputWriteError)
+
+
+def _io_failure(exc: OSError) -> Optional[str]:
+    """The one-line message of an OSError that is the user's disk or permissions (full disk, no write access,
+    read-only file system, a path through a file), else None."""
+    import errno
+
+    name = f" {exc.filename}" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return f"disk full while writing{name}"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR):
+        return f"{exc.strerror}:{name}" if name else str(exc.strerror)
+    return None
 
 
 def run_tool(fn, args) -> int:
-    """`fn(args) -> exit code`, with user errors printed as `error: ...` (exit 2) and the process group closed."""
+    """`fn(args) -> exit code`, with user errors printed as one line `error: ...` (exit 2; a DataLoader worker's
+    traceback is left out) and the process group closed."""
     import sys
+
+    from detection.utils.errors import one_line
 
     try:
         return fn(args)
     except user_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        message = _io_failure(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -12,8 +12,8 @@ from typing import Callable, Dict, Iterator, List, Optional
 import torch
 from tqdm import tqdm
 
-from detection.engine.checkpoint import Checkpointer
-from detection.engine.distributed import any_process, is_main_process, reduce_mean
+from detection.engine.checkpoint import Checkpointer, atomic_write_text, get_rng_states
+from detection.engine.distributed import all_gather_object, any_process, get_world_size, is_main_process, reduce_mean
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +32,10 @@ def move_to_device(images: List[torch.Tensor], targets: Optional[List[Dict]], de
 
 
 class _TensorBoard:
-    """TensorBoard event files when the optional `tensorboard` package is installed; otherwise nothing."""
+    """TensorBoard event files in `log_dir` (`tensorboard` is a pinned requirement; without it, a log line and
+    nothing else)."""
 
-    def __init__(self, log_dir: str, enabled: bool):
+    def __init__(self, log_dir: str, enabled: bool, purge_step: Optional[int] = None):
         self.writer = None
         if not enabled:
             return
@@ -43,7 +44,8 @@ class _TensorBoard:
         except ImportError:
             logger.info("tensorboard is not installed: no event files (metrics.jsonl is still written)")
             return
-        self.writer = SummaryWriter(log_dir=log_dir)
+        # purge_step: a resumed run hides the events of the iterations it redoes
+        self.writer = SummaryWriter(log_dir=log_dir, purge_step=purge_step)
 
     def add_scalars(self, values: Dict[str, float], step: int) -> None:
         if self.writer is not None:
@@ -110,9 +112,32 @@ class Trainer:
         with open(os.path.join(self.output_dir, "metrics.jsonl"), "a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
 
+    def _drop_redone_metrics(self, start_iter: int) -> None:
+        """After a resume at `start_iter`: remove the metrics.jsonl records of later iterations (written after
+        the checkpoint, and about to be redone) and a line a kill cut short."""
+        path = os.path.join(self.output_dir, "metrics.jsonl")
+        if not is_main_process() or not os.path.isfile(path):
+            return
+        kept, dropped = [], 0
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    redone = int(json.loads(line)["iteration"]) > start_iter
+                except (ValueError, KeyError, TypeError):
+                    redone = True  # torn by the kill
+                if redone:
+                    dropped += 1
+                else:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+        if dropped:
+            atomic_write_text(path, "".join(kept))
+            logger.info("metrics.jsonl: dropped %d record(s) after iteration %d (redone after the resume)", dropped,
+                        start_iter)
+
     def _snapshot(self, iteration: int, name: Optional[str] = None) -> None:
         name = name or f"model_{iteration:07d}"
-        path = self.checkpointer.save(name, iteration)
+        rng = all_gather_object(get_rng_states()) if get_world_size() > 1 else None  # on every rank
+        path = self.checkpointer.save(name, iteration, rng_per_rank=rng)
         self.last_good_checkpoint = path
 
     def _evaluate(self, done: int, board: "_TensorBoard") -> None:
@@ -167,7 +192,10 @@ class Trainer:
         self.model.train()
         if is_main_process():
             os.makedirs(self.output_dir, exist_ok=True)
-        board = _TensorBoard(os.path.join(self.output_dir, "tensorboard"), enabled=is_main_process())
+            if start_iter:
+                self._drop_redone_metrics(start_iter)
+        board = _TensorBoard(os.path.join(self.output_dir, "tensorboard"), enabled=is_main_process(),
+                             purge_step=start_iter + 1 if start_iter else None)
         bar = tqdm(total=self.max_iter, initial=start_iter, disable=not self.progress, desc="train",
                    dynamic_ncols=True, unit="it")
         try:

@@ -69,8 +69,12 @@ def read_results_file(path: str, known_ids=None):
     if not os.path.isfile(path):
         raise EvaluationInputError(f"{path}: results file not found")
     ids, values, line_nos = [], [], []
-    with open(path) as f:
-        for line_no, line in enumerate(f, start=1):
+    with open(path, encoding="utf-8") as f:
+        try:
+            lines = f.readlines()
+        except UnicodeDecodeError as e:
+            raise EvaluationInputError(f"{path}: not a text results file (byte {e.start} is not UTF-8)") from None
+        for line_no, line in enumerate(lines, start=1):
             parts = line.split()
             if not parts:
                 continue

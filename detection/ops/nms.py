@@ -24,23 +24,40 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     """NMS run independently per category: boxes of different `idxs` never suppress each other.
 
     boxes: [N, 4] xyxy; scores: [N]; idxs: [N] int64 category of each box. Returns int64 indices of the kept
-    boxes, sorted by decreasing score. torchvision.ops.batched_nms's computation, bit for bit: up to 1000 boxes on
-    the CPU (5000 on CUDA) each category's boxes are offset by a distinct amount so that one NMS call handles all
-    of them; above, one NMS per category present (IoUs of the raw coordinates; a loop over categories, not boxes).
+    boxes, sorted by decreasing score (equal scores: lower index first across categories).
+
+    Exactly the union of per-category `nms` calls, at any scale: no coordinate offset (torchvision's trick rounds
+    the boxes once the offset is large - 16 images x 81 classes of 1333-pixel boxes put them 1.7e6 away, where
+    float32 steps are 0.125 px). Instead up to four categories share one `nms` call, mirrored into the four
+    quadrants (x -> -x and/or y -> -y, which is exact and leaves every IoU bit for bit as it was, while boxes of
+    different quadrants never intersect); boxes with negative coordinates get one call per category.
     """
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
-    if boxes.numel() > (4000 if boxes.device.type == "cpu" else 20000) and not torch.jit.is_tracing():
-        return _batched_nms_per_category(boxes, scores, idxs, iou_threshold)
-    max_coordinate = boxes.max()
-    offsets = idxs.to(boxes) * (max_coordinate + torch.tensor(1).to(boxes))
-    return nms(boxes + offsets[:, None], scores, iou_threshold)
+    order = torch.argsort(idxs, stable=True)  # the boxes of each category together, in index order
+    _, group, counts = torch.unique_consecutive(idxs[order], return_inverse=True, return_counts=True)
+    per_call = 4 if bool(boxes.min() >= 0) and iou_threshold >= 0 else 1  # IoU 0 across quadrants must not count
+    if counts.numel() == 1:
+        return nms(boxes, scores, iou_threshold)
+    sorted_boxes = boxes[order]
+    if per_call > 1:
+        quadrant = group % per_call
+        sx = torch.where((quadrant & 1).bool(), -1.0, 1.0).to(boxes.dtype)[:, None]
+        sy = torch.where((quadrant & 2).bool(), -1.0, 1.0).to(boxes.dtype)[:, None]
+        x = torch.where(sx > 0, sorted_boxes[:, 0::2], -sorted_boxes[:, 0::2].flip(1))  # mirrored: -x2, -x1
+        y = torch.where(sy > 0, sorted_boxes[:, 1::2], -sorted_boxes[:, 1::2].flip(1))
+        sorted_boxes = torch.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], dim=1)
+    sorted_scores = scores[order]
+    sizes = counts if per_call == 1 else _chunk_sums(counts, per_call).sum(1)
+    kept, start = [], 0
+    for n in sizes.tolist():  # one call per (up to) four categories
+        kept.append(nms(sorted_boxes[start:start + n], sorted_scores[start:start + n], iou_threshold) + start)
+        start += n
+    keep = order[torch.cat(kept)].sort().values  # index order, so that equal scores resolve by index
+    return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
 
 
-def _batched_nms_per_category(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
-    keep_mask = torch.zeros_like(scores, dtype=torch.bool)
-    for class_id in torch.unique(idxs):
-        curr = torch.where(idxs == class_id)[0]
-        keep_mask[curr[nms(boxes[curr], scores[curr], iou_threshold)]] = True
-    keep = torch.where(keep_mask)[0]
-    return keep[scores[keep].sort(descending=True)[1]]
+def _chunk_sums(counts: Tensor, k: int) -> Tensor:
+    """counts [G] zero-padded and reshaped to [ceil(G / k), k]: the groups that share one call, per row."""
+    pad = (-counts.numel()) % k
+    return torch.cat([counts, counts.new_zeros(pad)]).reshape(-1, k)

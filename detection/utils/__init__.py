@@ -18,6 +18,7 @@ _EXPORTS = {
     "seed_worker": "seed",
     "make_generator": "seed",
     "rank_and_world_size": "dist",
+    "shared_random_seed": "dist",
     "PALETTE": "visualize",
     "class_color": "visualize",
     "to_rgb_uint8": "visualize",

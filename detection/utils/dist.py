@@ -15,3 +15,13 @@ def rank_and_world_size(rank: Optional[int] = None, world_size: Optional[int] = 
         return (dist.get_rank() if rank is None else int(rank),
                 dist.get_world_size() if world_size is None else int(world_size))
     return (0 if rank is None else int(rank)), (1 if world_size is None else int(world_size))
+
+
+def shared_random_seed() -> int:
+    """A fresh random seed in [0, 2**31 - 1), drawn from torch's RNG on rank 0 and broadcast: every process gets
+    the same one (a training sampler seeded per process would give the ranks overlapping shards)."""
+    seed = [int(torch.randint(0, 2**31 - 1, ()).item())]
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast_object_list(seed, src=0)
+    return int(seed[0])
