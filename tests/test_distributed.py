@@ -12,8 +12,14 @@ from test_tools import write_cfg
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+FPN = ["MODEL.NECK", "fpn", "MODEL.FPN.IN_STRIDES", "[4,8,16]", "MODEL.FPN.ANCHOR_SIZES", "[16,32,64,128]",
+       "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_HEADS.BOX_HEAD", "mlp", "MODEL.ROI_HEADS.MLP_DIM", "128",
+       "POOLING_SIZE", "7"]
+
+
 @pytest.mark.slow
-def test_two_process_gloo_training_keeps_identical_weights(tmp_path):
+@pytest.mark.parametrize("neck", [[], FPN], ids=["c4", "fpn"])
+def test_two_process_gloo_training_keeps_identical_weights(tmp_path, neck):
     from detection.datasets.synthetic import DetectionParams, generate_detection_dataset
 
     data = tmp_path / "data"
@@ -24,7 +30,7 @@ def test_two_process_gloo_training_keeps_identical_weights(tmp_path):
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            os.path.join(ROOT, "tools", "train_net.py"), "--cfg", cfg, "--no-progress",
-           "--set", "SOLVER.MAX_ITER", "4", "TEST.EVAL_PERIOD", "2", "DEVICE", "cpu"]
+           "--set", "SOLVER.MAX_ITER", "4", "TEST.EVAL_PERIOD", "2", "DEVICE", "cpu", *neck]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = tmp_path / "out"

@@ -16,6 +16,13 @@ images/s for inference, iterations/s for training. On CUDA every timed call ends
 `--precision amp` runs both models under torch.autocast (float16) with a GradScaler in training; the GPU example
 is `--device cuda --backbones vgg16 resnet50 --size 600 1000 --precision both` (ResNet-50 is the C4 model).
 
+`--backbones resnet50_fpn` (the example: `--backbones resnet50_fpn --size 800 1067`) compares the model of
+configs/faster_rcnn_r50_fpn_coco.yaml with torchvision's fasterrcnn_resnet50_fpn as torchvision builds it for its
+COCO weights (FrozenBatchNorm2d, conv1 and layer1 frozen, 91 classes), ours loading torchvision's state dict: the
+same weights and every torchvision default (1000/1000 test proposals per level/image, 2000/2000 in training, 512
+sampled RoIs). Its second table splits one inference of each model into stages with forward hooks (backbone body,
+FPN, RPN head, the rest of the RPN, RoI pooling, box head, predictor and post-processing, the rest).
+
 The ratio is the median of the per-repeat ratios ours / torchvision (each pair measured back to back). "Outside
 trunk+head" is our time minus the time spent in the trunk and the per-RoI head (forward, and backward in
 training), measured inside the same runs with hooks: everything the detector adds (preprocessing, RPN head,
@@ -107,6 +114,84 @@ def build_pair(cfg):
     return ours, tv
 
 
+FPN_NAME = "resnet50_fpn"
+
+
+def build_fpn_pair(height: int, width: int):
+    """Ours (configs/faster_rcnn_r50_fpn_coco.yaml) and torchvision's fasterrcnn_resnet50_fpn as built for its COCO
+    weights, random init, ours loaded with torchvision's state dict (the same weights)."""
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    from detection.config import load_config
+    from detection.engine.checkpoint import load_model_weights
+    from detection.modeling.backbone.base import backbone_weights_come_later
+
+    side, longest = min(height, width), max(height, width)
+    tv = TVFasterRCNN(_resnet_fpn_extractor(torchvision.models.resnet50(norm_layer=FrozenBatchNorm2d), 3), 91,
+                      min_size=side, max_size=longest)
+    cfg = load_config(os.path.join(ROOT, "configs", "faster_rcnn_r50_fpn_coco.yaml"),
+                      ["TEST.SCALES", f"[{side}]", "TEST.MAX_SIZE", str(longest), "TRAIN.SCALES", f"[{side}]",
+                       "TRAIN.MAX_SIZE", str(longest), "TRAIN.USE_FLIPPED", "False"])
+    with backbone_weights_come_later():
+        ours = build_model(cfg, num_classes=91)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "tv.pth")
+        torch.save(tv.state_dict(), path)
+        load_model_weights(ours, path)
+    return ours, tv
+
+
+class StageClock:
+    """Forward time per named stage of one model (module hooks; a module called several times accumulates)."""
+
+    def __init__(self, stages):
+        self.seconds = {name: 0.0 for name in stages}
+        self._t0 = {}
+        self._handles = []
+        for name, mods in stages.items():
+            for mod in mods:
+                self._handles.append(mod.register_forward_pre_hook(self._pre(name, mod)))
+                self._handles.append(mod.register_forward_hook(self._post(name, mod)))
+
+    def _pre(self, name, mod):
+        def hook(m, args):
+            self._t0[(name, id(mod))] = time.perf_counter()
+        return hook
+
+    def _post(self, name, mod):
+        def hook(m, args, out):
+            self.seconds[name] += time.perf_counter() - self._t0.pop((name, id(mod)))
+        return hook
+
+    def remove(self):
+        for h in self._handles:
+            h.remove()
+
+
+def fpn_stages(model, ours: bool):
+    """name -> modules whose forward time makes that stage (totals where a stage is "the rest of" one)."""
+    if ours:
+        return {"total": [model], "backbone": [model.backbone], "fpn": [model.backbone.fpn], "rpn": [model.rpn],
+                "rpn head": [model.rpn.head], "roi heads": [model.roi_heads], "roi pooling": [model.roi_heads.pooler],
+                "box head": [model.roi_heads.box_head],
+                "predictor": [model.roi_heads.cls_score, model.roi_heads.bbox_pred]}
+    return {"total": [model], "backbone": [model.backbone], "fpn": [model.backbone.fpn], "rpn": [model.rpn],
+            "rpn head": [model.rpn.head], "roi heads": [model.roi_heads], "roi pooling": [model.roi_heads.box_roi_pool],
+            "box head": [model.roi_heads.box_head], "predictor": [model.roi_heads.box_predictor]}
+
+
+def stage_breakdown(s):
+    """Inclusive hook times -> exclusive stages, in seconds."""
+    return {"backbone body": s["backbone"] - s["fpn"], "FPN": s["fpn"], "RPN head": s["rpn head"],
+            "RPN anchors + proposals": s["rpn"] - s["rpn head"], "RoI pooling": s["roi pooling"],
+            "box head": s["box head"],
+            "predictor + post-processing": s["roi heads"] - s["roi pooling"] - s["box head"],
+            "pre/post (resize, map back)": s["total"] - s["backbone"] - s["rpn"] - s["roi heads"]}
+
+
 def make_inputs(n, height, width, seed=0):
     g = torch.Generator().manual_seed(seed)
     images = [torch.rand(3, height, width, generator=g) for _ in range(n)]
@@ -158,12 +243,15 @@ class BackboneClock:
     def _post(self, name):
         def hook(mod, args, out):
             self.seconds += time.perf_counter() - self._marks.pop(name)
-            if out.requires_grad:
-                out.register_hook(self._mark(f"{name}_bwd_start"))
+            for t in (out.values() if isinstance(out, dict) else [out]):  # an FPN trunk returns its levels
+                if t.requires_grad:
+                    t.register_hook(self._mark(f"{name}_bwd_start"))
         return hook
 
     def _mark(self, key):
         def hook(grad):
+            if key.endswith("_bwd_start") and key in self._marks:
+                return  # several pyramid levels: the first gradient to arrive starts the trunk's backward
             self._marks[key] = time.perf_counter()
             if key == "head_bwd_end" and "head_bwd_start" in self._marks:
                 self.seconds += self._marks.pop(key) - self._marks.pop("head_bwd_start")
@@ -184,9 +272,11 @@ class BackboneClock:
 
 
 def bench(backbone, height, width, repeats, warmup, ims_per_batch, log, device=torch.device("cpu"), amp=False):
-    cfg = make_config(backbone, height, width)
     torch.manual_seed(0)
-    ours, tv = build_pair(cfg)
+    if backbone == FPN_NAME:
+        ours, tv = build_fpn_pair(height, width)
+    else:
+        ours, tv = build_pair(make_config(backbone, height, width))
     ours, tv = ours.to(device), tv.to(device)
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -255,6 +345,17 @@ def bench(backbone, height, width, repeats, warmup, ims_per_batch, log, device=t
         clock.remove()
     med = {k: statistics.median(v) for k, v in res.items()}
     med.update(counts)
+    if backbone == FPN_NAME:  # where the time goes: one more inference of each, stage by stage
+        for name, model in (("ours", ours), ("tv", tv)):
+            stage_clock = StageClock(fpn_stages(model, model is ours))
+            runs = []
+            for _ in range(max(repeats, 1)):
+                for k in stage_clock.seconds:
+                    stage_clock.seconds[k] = 0.0
+                timed(lambda: infer(model), device)
+                runs.append(stage_breakdown(stage_clock.seconds))
+            stage_clock.remove()
+            med[f"stages_{name}"] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     med["trunk_timed"] = clock is not None
     if device.type == "cuda":
         med["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
@@ -279,6 +380,13 @@ def table(rows, args):
             lines.append(f"| {name} | {args.device} | {precision} | {img} | {what} | {ours:.3f} | "
                          f"{m[f'{key}_tv']:.3f} | {1 / ours:.1f} {unit} | {1 / m[f'{key}_tv']:.1f} {unit} | "
                          f"{m[f'{key}_ratio']:.2f}x | {outside_text} |")
+    for name, precision, m in rows:
+        if "stages_ours" in m:
+            lines += ["", f"{name} {precision}, one inference by stage (forward hooks; medians):", "",
+                      "| stage | ours (s) | torchvision (s) | ratio |", "|---|---|---|---|"]
+            for stage, ours in m["stages_ours"].items():
+                tv = m["stages_tv"][stage]
+                lines.append(f"| {stage} | {ours:.3f} | {tv:.3f} | {ours / tv if tv > 1e-4 else float('nan'):.2f}x |")
     return "\n".join(lines)
 
 
@@ -319,7 +427,7 @@ def main(argv=None):
     where = (f"CUDA {torch.cuda.get_device_name(device)}" if device.type == "cuda"
              else f"torch.set_num_threads({args.threads})")
     note = (f"Medians of {args.repeats or '9 (tiny) / 3'} repeats after {args.warmup} warm-up, {where}, "
-            f"random init, {NUM_CLASSES} classes, detection.ops backend: {ops.BACKEND}. ratio = ours / torchvision "
+            f"random init, {NUM_CLASSES} classes ({FPN_NAME}: 91), detection.ops backend: {ops.BACKEND}. ratio = ours / torchvision "
             f"(< 1: ours faster). Detections at random init: "
             + ", ".join(f"{n} {p} ours {m['det_ours']} / tv {m['det_tv']}" for n, p, m in rows)
             + f". Total benchmark time {time.perf_counter() - start:.0f} s.")
@@ -332,7 +440,7 @@ def main(argv=None):
                       f, indent=1)
     if args.append:
         machine = where if device.type == "cuda" else "machine: 2-core CPU (shared)"
-        section = (f"\n## Model ({args.device.upper()})\n\n{datetime.date(2026, 11, 23).isoformat()}, {machine}, "
+        section = (f"\n## Model ({args.device.upper()})\n\n{datetime.date(2026, 12, 1).isoformat()}, {machine}, "
                    f"torch {torch.__version__}, torchvision {torchvision.__version__}. "
                    f"`python tools/benchmark_model.py` (FasterRCNN vs torchvision's FasterRCNN with the same "
                    f"trunk, head, anchors and proposal counts).\n\n{md}\n\n{note}\n")

@@ -62,7 +62,7 @@ def train(args) -> int:
     from detection.engine.distributed import (get_world_size, is_distributed, is_main_process, launched_by_torchrun,
                                               synchronize, weights_match_rank0)
     from detection.engine.inference import inference_on_dataset
-    from detection.engine.launch import ToolError, load_config_from_args, setup_run
+    from detection.engine.launch import ToolError, load_config_from_args, resolve_weights_argument, setup_run
     from detection.engine.optim import build_lr_scheduler, build_optimizer
     from detection.engine.tasks import get_task
     from detection.engine.trainer import NonFiniteLossError, Trainer
@@ -78,10 +78,11 @@ def train(args) -> int:
     if main:
         remove_stale_temporaries(output_dir)  # left by writes a kill interrupted
     task = get_task(cfg)
-    model = task.build_model(cfg).to(device)
-    if args.weights:
+    weights = resolve_weights_argument(cfg, args.weights) if args.weights else None
+    model = (task.build_model_for_weights(cfg) if weights else task.build_model(cfg)).to(device)
+    if weights:
         try:
-            load_model_weights(model, args.weights, skip_mismatched=True)
+            load_model_weights(model, weights, skip_mismatched=True)
         except (KeyError, ValueError, RuntimeError) as exc:
             raise ToolError(f"cannot initialise the model from --weights {args.weights}: {exc}") from exc
         logger.info("initialised the model from %s", args.weights)

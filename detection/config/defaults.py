@@ -31,6 +31,10 @@ _add("PIXEL_STDS", (0.229, 0.224, 0.225),
 _add("ANCHOR_SCALES", (8, 16, 32), "Anchor sizes in units of FEAT_STRIDE (8,16,32 x 16 = 128,256,512 px)",
      above=0, nonempty=True)
 _add("ANCHOR_RATIOS", (0.5, 1.0, 2.0), "Anchor aspect ratios h/w", above=0.0, nonempty=True)
+_add("ANCHOR_PLACEMENT", "py-faster-rcnn", "Anchor geometry: 'py-faster-rcnn' (centred on the cell centre, its "
+     "rounded ratio enumeration) or 'torchvision' (centred on the cell's top-left corner, rounded sides, stride = "
+     "padded size // feature size: what torchvision's detector weights were trained with)",
+     choices=("py-faster-rcnn", "torchvision"))
 _add("FEAT_STRIDE", 16, "Stride of the backbone trunk's feature map in input pixels (all registered trunks: 16)", min=1)
 _add("POOLING_MODE", "align", "RoI feature extraction: 'align' (RoIAlign) or 'pool' (RoIPool, py-faster-rcnn)",
      choices=("align", "pool"))
@@ -43,7 +47,7 @@ _add("INPUT.RESIZE_RULE", "py-faster-rcnn", "How the detector sizes an image fro
      "scale) > MAX_SIZE, then MAX_SIZE/long side; sides rounded) or 'torchvision' (GeneralizedRCNNTransform: "
      "scale = min(S/short, MAX_SIZE/long); sides floored)", choices=("py-faster-rcnn", "torchvision"))
 _add("INPUT.SIZE_DIVISIBILITY", 0, "Pad the batch's height and width up to a multiple of this; 0 = FEAT_STRIDE "
-     "(torchvision's detectors: 32)", min=0)
+     "(with MODEL.NECK fpn: the coarsest of MODEL.FPN.IN_STRIDES; torchvision's detectors: 32)", min=0)
 
 # ---------------------------------------------------------------------------------------------------------------
 # MODEL: architecture choices read by the build_* functions
@@ -62,14 +66,38 @@ _add("MODEL.FREEZE_AT", 2, "Freeze the first N trunk stages (detectron2): 0 none
 _add("MODEL.NUM_CLASSES", 0, "Classes the model predicts; 0 = derived from DATA.CLASSES (+1 background for "
      "faster_rcnn)", min=0)
 _add("MODEL.CLASS_AGNOSTIC_BBOX_REG", False, "One box regressor shared by all classes instead of one per class")
+_add("MODEL.NECK", "none", "Between backbone and heads: 'none' (C4: the stride-FEAT_STRIDE trunk map, the "
+     "backbone's last stage as box head) or 'fpn' (a feature pyramid over the backbone's stages: RPN on every level, "
+     "RoIs pooled from the level their size maps to)", choices=("none", "fpn"))
+_add("MODEL.FPN.IN_STRIDES", (4, 8, 16, 32), "Backbone stages feeding the FPN, by output stride (C2..C5; every "
+     "registered backbone reports its stages)", min=1, nonempty=True)
+_add("MODEL.FPN.OUT_CHANNELS", 256, "Channels of every pyramid level", min=1)
+_add("MODEL.FPN.NORM", "", "Normalisation in the FPN's lateral and output convs: '' (none, convs with bias: "
+     "torchvision v1) or 'bn' (BatchNorm2d: torchvision v2)", choices=("", "bn"))
+_add("MODEL.FPN.TOP_BLOCK", "maxpool", "Extra coarsest level: 'maxpool' (P6 = stride-2 max-pool of P5, RPN only: "
+     "torchvision's LastLevelMaxPool) or 'none'", choices=("maxpool", "none"))
+_add("MODEL.FPN.ANCHOR_SIZES", (32, 64, 128, 256, 512), "Anchor side in px on each pyramid level, finest first (one "
+     "per level, x ANCHOR_RATIOS; ANCHOR_SCALES is the C4 form)", above=0, nonempty=True)
 _add("MODEL.RPN.HIDDEN_CHANNELS", 0, "Channels of the RPN's 3x3 conv; 0 = the trunk's channels (VGG16: 512)", min=0)
+_add("MODEL.RPN.CONV_DEPTH", 1, "3x3 conv + ReLU layers of the RPN head before its 1x1 outputs (torchvision v2: 2)",
+     min=1)
+_add("MODEL.RPN.MIN_SIZE_SCALED", True, "(TRAIN|TEST).RPN_MIN_SIZE is in original-image px, scaled by the resize "
+     "factor (py-faster-rcnn); False = in the resized image's px (torchvision: 0.001)")
 _add("MODEL.RPN.SMOOTH_L1_BETA", 1.0 / 9.0, "Smooth-L1 beta of the RPN box loss (py-faster-rcnn sigma=3 -> 1/9)",
      min=0.0)
 _add("MODEL.ROI_HEADS.SMOOTH_L1_BETA", 1.0, "Smooth-L1 beta of the Fast R-CNN box loss (sigma=1 -> 1)", min=0.0)
 _add("MODEL.ROI_HEADS.BOX_HEAD", "backbone", "Per-RoI head: 'backbone' (its last stage: VGG fc6/fc7, ResNet res5, "
-     "MobileNetV2 features[14:]; C4) or 'mlp' (two new fully connected layers of MLP_DIM on the pooled trunk "
-     "features; much cheaper per RoI)", choices=("backbone", "mlp"))
-_add("MODEL.ROI_HEADS.MLP_DIM", 1024, "Width of the 'mlp' box head's two layers", min=1)
+     "MobileNetV2 features[14:]; C4), 'mlp' (two new fully connected layers of MLP_DIM on the pooled features; "
+     "much cheaper per RoI; torchvision's TwoMLPHead) or 'convfc' (CONV_DIMS 3x3 convs + one MLP_DIM fully "
+     "connected layer: torchvision v2's FastRCNNConvFCHead)", choices=("backbone", "mlp", "convfc"))
+_add("MODEL.ROI_HEADS.MLP_DIM", 1024, "Width of the 'mlp' box head's two layers (and of the 'convfc' head's one)",
+     min=1)
+_add("MODEL.ROI_HEADS.CONV_DIMS", (256, 256, 256, 256), "Channels of the 'convfc' box head's 3x3 convs", min=1)
+_add("MODEL.ROI_HEADS.CONV_NORM", "bn", "Normalisation after each 'convfc' conv: 'bn' (BatchNorm2d, torchvision v2) "
+     "or '' (none, convs with bias)", choices=("", "bn"))
+_add("MODEL.ROI_HEADS.BBOX_REG_WEIGHTS", (), "Box-regression weights (wx, wy, ww, wh) in torchvision's arithmetic "
+     "(targets x weights, deltas / weights; torchvision and detectron2: 10, 10, 5, 5); [] = normalise with "
+     "TRAIN.BBOX_NORMALIZE_MEANS/STDS (py-faster-rcnn)")
 _add("MODEL.CLS_HEAD.HIDDEN", [256], "Classifier: widths of the dense layers between the pooled features and "
      "the logits; [] = a single linear layer", min=1)
 _add("MODEL.CLS_HEAD.DROPOUT", 0.5, "Classifier: dropout probability before each dense layer; 0 = off",
@@ -106,8 +134,8 @@ _add("TRAIN.RPN_ALLOWED_BORDER", 0, "Anchors crossing the image border by more t
 _add("TRAIN.RPN_PRE_NMS_TOP_N", 12000, "Proposals kept per image before NMS in training", min=1)
 _add("TRAIN.RPN_POST_NMS_TOP_N", 2000, "Proposals kept per image after NMS in training", min=1)
 _add("TRAIN.RPN_NMS_THRESH", 0.7, "IoU threshold of the proposal NMS in training", min=0.0, max=1.0)
-_add("TRAIN.RPN_MIN_SIZE", 16, "Proposals with a side smaller than this (original-image px) are dropped; 0 = keep",
-     min=0)
+_add("TRAIN.RPN_MIN_SIZE", 16.0, "Proposals with a side smaller than this (original-image px) are dropped; 0 = keep",
+     min=0.0)
 _add("TRAIN.USE_FLIPPED", True, "Horizontal-flip augmentation (py-faster-rcnn name), with probability AUG.HFLIP_PROB")
 _add("TRAIN.USE_DIFFICULT", False, "Train on VOC boxes marked difficult as well")
 _add("TRAIN.SNAPSHOT_ITERS", 10000, "Save a checkpoint every N iterations (and at the end); 0 = only at the end", min=0)
@@ -123,10 +151,12 @@ _add("TEST.NMS", 0.3, "IoU threshold of the per-class NMS on the final detection
 _add("TEST.RPN_PRE_NMS_TOP_N", 6000, "Proposals kept per image before NMS at test time", min=1)
 _add("TEST.RPN_POST_NMS_TOP_N", 300, "Proposals kept per image after NMS at test time", min=1)
 _add("TEST.RPN_NMS_THRESH", 0.7, "IoU threshold of the proposal NMS at test time", min=0.0, max=1.0)
-_add("TEST.RPN_MIN_SIZE", 16, "Proposals with a side smaller than this (original-image px) are dropped; 0 = keep",
-     min=0)
+_add("TEST.RPN_MIN_SIZE", 16.0, "Proposals with a side smaller than this (original-image px) are dropped; 0 = keep",
+     min=0.0)
 _add("TEST.SCORE_THRESH", 0.05, "Detections scoring below this are discarded before NMS", min=0.0, max=1.0)
 _add("TEST.DETECTIONS_PER_IMAGE", 100, "Keep at most this many detections per image (over all classes)", min=1)
+_add("TEST.DETECTION_MIN_SIZE", 0.001, "Detections with a side smaller than this (resized-image px) are dropped "
+     "before NMS (torchvision: 0.01)", min=0.0)
 _add("TEST.VOC_07_METRIC", "auto", "VOC AP metric: 'auto' (py-faster-rcnn's rule: the 11-point VOC2007 metric "
      "for VOC years before 2010, else the VOC2010+ area under the curve), 'true' (11-point) or 'false' (area); "
      "YAML true/false work too; reval.py uses the same rule", choices=("auto", "true", "false"))
@@ -167,6 +197,10 @@ _add("DATA.TRAIN_SETS", ["2007_trainval"], "Training sets, concatenated: VOC 'YE
 _add("DATA.TEST_SET", "2007_test", "Evaluation set: a VOC 'YEAR_SPLIT', a COCO json path or an image-folder subfolder")
 _add("DATA.CLASSES", list(VOC_CLASSES), "Class names in label order (labels 1..K); [] = from the dataset "
      "(COCO categories, image-folder names)")
+_add("DATA.CLASSES_FROM", "", "When DATA.CLASSES is []: take it from a named list instead of the dataset: "
+     "'torchvision_coco' = the 90 labels of torchvision's COCO detectors from its weight metadata (label = COCO "
+     "category id; its 'N/A' placeholders stay in the softmax but are never reported)",
+     choices=("", "torchvision_coco"))
 _add("DATA.SKIP_BAD_IMAGES", False, "Skip unreadable/corrupt images with a warning instead of raising")
 _add("DATA.CHECK_IMAGES", True, "Cheap header check of every image when reading annotations (missing, empty, "
      "truncated JPEG); full decode errors surface when loading")

@@ -86,7 +86,7 @@ def build_detection_records(cfg, is_train: bool) -> DetectionRecords:
     """Read DATA.TRAIN_SETS (joined) or DATA.TEST_SET with the DATA.FORMAT reader under DATA.ROOT.
 
     Classes: DATA.CLASSES (VOC layout needs it; for COCO, [] = the JSON's categories in id order, else the same
-    names in the order given). Training sets drop images without trainable boxes when DATA.FILTER_EMPTY (boxes
+    names in the order given), or with DATA.CLASSES [] the named list DATA.CLASSES_FROM. Training sets drop images without trainable boxes when DATA.FILTER_EMPTY (boxes
     that are neither crowd nor - unless TRAIN.USE_DIFFICULT - difficult); test sets keep every image.
     """
     data = cfg.DATA
@@ -96,6 +96,10 @@ def build_detection_records(cfg, is_train: bool) -> DetectionRecords:
         raise DatasetError(f"DATA.{'TRAIN_SETS' if is_train else 'TEST_SET'} is empty")
     root = os.path.expanduser(data.ROOT)
     classes = tuple(data.CLASSES)
+    if not classes and data.CLASSES_FROM:  # e.g. torchvision's COCO labels, 'N/A' placeholders included
+        from detection.data.categories import named_class_list
+
+        classes = tuple(named_class_list(data.CLASSES_FROM))
     check, skip = bool(data.CHECK_IMAGES), bool(data.SKIP_BAD_IMAGES)
     split_name = "train" if is_train else "test"
     if data.FORMAT == "voc":

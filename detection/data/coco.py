@@ -20,6 +20,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from detection.data.categories import is_placeholder
 from detection.data.records import (
     AnnotationError,
     DetectionRecords,
@@ -62,7 +63,8 @@ def read_coco_json(path: str) -> dict:
 def coco_category_maps(categories: Sequence[dict], json_path: str = "<json>",
                        class_names: Optional[Sequence[str]] = None):
     """(class_names, coco_id_to_contiguous, contiguous_to_coco_id): labels 1..K in increasing category id, or,
-    when ``class_names`` is given, in that order (it must name every category exactly once)."""
+    when ``class_names`` is given, in that order (it must name every category exactly once; 'N/A' placeholder
+    entries, as in torchvision's COCO label list, are labels no category maps to)."""
     for i, c in enumerate(categories):
         for field in ("id", "name"):
             if field not in c:
@@ -76,11 +78,12 @@ def coco_category_maps(categories: Sequence[dict], json_path: str = "<json>",
     names = [str(c["name"]) for c in cats]
     if class_names:
         class_names = tuple(class_names)
-        if len(set(names)) != len(names) or sorted(names) != sorted(class_names):
+        real = [n for n in class_names if not is_placeholder(n)]
+        if len(set(names)) != len(names) or sorted(names) != sorted(real):
             raise AnnotationError(
                 f"{json_path}: the categories {names} do not match the class list {list(class_names)} (same names, "
                 f"once each, any order); set DATA.CLASSES to [] to take the classes from the JSON")
-        order = {n: k + 1 for k, n in enumerate(class_names)}
+        order = {n: k + 1 for k, n in enumerate(class_names) if not is_placeholder(n)}
         to_contig = {int(c["id"]): order[str(c["name"])] for c in cats}
         names = list(class_names)
     else:

@@ -316,14 +316,21 @@ def load_model_weights(model: torch.nn.Module, path: str, strict: bool = True,
     Returns the checkpoint dict (so callers can read its `config` or `extra`). Shape mismatches and, when strict,
     missing/unexpected keys are errors that name the file and the keys. skip_mismatched (fine-tuning, e.g. to
     another number of classes): tensors whose shapes differ are left at the model's initialisation, with a
-    warning naming them, and the keys that are then missing are not an error.
+    warning naming them, and the keys that are then missing are not an error. A torchvision detector's state dict
+    (fasterrcnn_resnet50_fpn / _v2) is recognised and its keys mapped (detection/modeling/torchvision_detectors.py).
     """
+    from detection.modeling.torchvision_detectors import is_torchvision_detector_state, map_torchvision_detector_state
+
     state = load_checkpoint_file(path)
     weights = state["model"] if isinstance(state, dict) and "model" in state else state
     if not isinstance(weights, dict) or not all(torch.is_tensor(v) for v in weights.values()):
         raise CheckpointError(f"{path} holds a {type(weights).__name__}, not a checkpoint or a state dict "
                               f"(a dict of tensors)")
     model_state = unwrap_model(model).state_dict()
+    if isinstance(weights, dict) and is_torchvision_detector_state(weights):
+        weights = map_torchvision_detector_state(weights, model_state)
+        logger.info("%s: a torchvision detector state dict (keys mapped)", path)
+        state = {"model": weights}
     skipped = {k for k, v in weights.items() if k in model_state and v.shape != model_state[k].shape}
     mismatched = [f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(model_state[k].shape)}"
                   for k in sorted(skipped)]

@@ -34,8 +34,12 @@ class DetectionTask(Task):
     best_metric = "mAP"
 
     def _find_class_names(self, cfg):
-        """DATA.CLASSES; for COCO data with DATA.CLASSES [] the training JSON's categories in id order (as the
-        COCO reader orders them)."""
+        """DATA.CLASSES; with DATA.CLASSES [] the named list DATA.CLASSES_FROM (e.g. torchvision's COCO labels),
+        else for COCO data the training JSON's categories in id order (as the COCO reader orders them)."""
+        if not cfg.DATA.CLASSES and cfg.DATA.CLASSES_FROM:
+            from detection.data.categories import named_class_list
+
+            return named_class_list(cfg.DATA.CLASSES_FROM)
         if not cfg.DATA.CLASSES and not int(cfg.MODEL.NUM_CLASSES) and cfg.DATA.FORMAT == "coco":
             return coco_category_names(cfg)
         return list(cfg.DATA.CLASSES)
@@ -51,6 +55,27 @@ class DetectionTask(Task):
             raise ConfigError("MODEL.NUM_CLASSES is 0 and DATA.CLASSES is empty: set DATA.CLASSES (or, for COCO "
                               "data, leave it [] to take the categories of the training JSON) or MODEL.NUM_CLASSES")
         return len(names) + 1
+
+    def build_model(self, cfg):
+        """Faster R-CNN sized by the resolved class names; placeholder names ('N/A' in torchvision's COCO list) are
+        passed on as labels never reported."""
+        from detection.data.categories import is_placeholder, reported_mask
+        from detection.modeling.build import build_model
+
+        num_classes = self.num_classes(cfg)
+        names = self.resolve_class_names(cfg)
+        reported = None
+        if len(names) + 1 == num_classes and any(is_placeholder(n) for n in names):
+            reported = reported_mask(names)
+        return build_model(cfg, num_classes=num_classes, reported_classes=reported)
+
+    def build_model_for_weights(self, cfg):
+        """The model that a full checkpoint or torchvision detector file is about to fill: its backbone is built
+        without MODEL.BACKBONE.WEIGHTS, so no ImageNet file is needed."""
+        from detection.modeling.backbone.base import backbone_weights_come_later
+
+        with backbone_weights_come_later():
+            return self.build_model(cfg)
 
     def build_train_data(self, cfg, model, start_iter=0):
         from detection.data.build import build_detection_dataset, build_detection_train_loader

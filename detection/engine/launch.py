@@ -99,10 +99,7 @@ def find_inference_weights(cfg, weights: Optional[str], task) -> Optional[str]:
     from detection.engine.checkpoint import read_last_checkpoint
 
     if weights:
-        if not os.path.isfile(weights):
-            raise ToolError(f"--weights {weights}: no such file (a checkpoint written by tools/train_net.py, e.g. "
-                            f"{os.path.join(cfg.OUTPUT_DIR, 'model_final.pth')})")
-        return weights
+        return resolve_weights_argument(cfg, weights)
     path = read_last_checkpoint(cfg.OUTPUT_DIR)
     if path is not None:
         logger.info("no --weights: using %s (OUTPUT_DIR's last checkpoint)", path)
@@ -113,12 +110,26 @@ def find_inference_weights(cfg, weights: Optional[str], task) -> Optional[str]:
                     f"CKPT (e.g. {os.path.join(cfg.OUTPUT_DIR, 'model_final.pth')} after tools/train_net.py)")
 
 
+def resolve_weights_argument(cfg, weights: str) -> str:
+    """The file of --weights: a path, or torchvision's detector file name (or short name) in the torch hub cache
+    (hash-checked); ToolError when it is neither."""
+    from detection.modeling.torchvision_detectors import TORCHVISION_DETECTOR_FILES, resolve_detector_weights
+
+    path = resolve_detector_weights(weights)
+    if path is None:
+        raise ToolError(f"--weights {weights}: no such file (a checkpoint written by tools/train_net.py, e.g. "
+                        f"{os.path.join(cfg.OUTPUT_DIR, 'model_final.pth')}, a torchvision detector state dict, or "
+                        f"one of torchvision's file names in the torch hub cache: "
+                        f"{', '.join(TORCHVISION_DETECTOR_FILES.values())})")
+    return path
+
+
 def load_inference_model(task, cfg, weights: Optional[str], device: torch.device):
     """(model in eval mode on `device`, class names): the checkpoint's weights and, when it stored them, its
     class names (else the task's names for the config)."""
     from detection.engine.checkpoint import load_model_weights
 
-    model = task.build_model(cfg)
+    model = task.build_model_for_weights(cfg) if weights else task.build_model(cfg)
     names: Sequence[str] = ()
     if weights:
         try:

@@ -5,6 +5,7 @@
     task = get_task(cfg)                         # TASKS.get(cfg.MODEL.META_ARCHITECTURE)()
     names = task.resolve_class_names(cfg)        # DATA.CLASSES, or from the dataset (COCO categories, folders)
     model = task.build_model(cfg)                # sized by those names; cfg is never written to
+    model = task.build_model_for_weights(cfg)    # the same, to be filled by a full checkpoint (no backbone file)
     resolved = task.resolved(cfg)                # {"CLASSES": [...]} for config.yaml's _RESOLVED_ section
     batches = task.build_train_data(cfg, model, start_iter)  # endless (images, targets), this process's share
     loader, dataset = task.build_test_data(cfg)  # finite, in order; targets carry `index` into dataset.records
@@ -63,6 +64,11 @@ class Task:
         from detection.modeling.build import build_model
 
         return build_model(cfg, num_classes=self.num_classes(cfg))
+
+    def build_model_for_weights(self, cfg) -> nn.Module:
+        """The model that `load_model_weights` is about to fill from a full checkpoint (default: build_model; a
+        family may skip loading its pretrained backbone file here)."""
+        return self.build_model(cfg)
 
     def build_train_data(self, cfg, model: nn.Module, start_iter: int = 0) -> Iterator[Tuple[List[Any], List[Dict]]]:
         """An endless iterator of training batches ``(images, targets)`` for this process (rank-sharded),

@@ -34,9 +34,11 @@ def is_foldable_bn(m: nn.Module) -> bool:
 
 
 def uses_batch_norm_op(m: nn.Module) -> bool:
-    """A foldable BatchNorm computed by F.batch_norm (nn.BatchNorm2d in eval, or a FrozenBatchNorm2d subclass
-    overriding forward, e.g. FixedBatchNorm2d) rather than torchvision's x * scale + bias."""
-    return is_foldable_bn(m) and (isinstance(m, nn.BatchNorm2d) or type(m).forward is not FrozenBatchNorm2d.forward)
+    """A foldable BatchNorm computed by F.batch_norm (nn.BatchNorm2d in eval, FixedBatchNorm2d) rather than
+    torchvision's x * scale + bias (FrozenBatchNorm2d)."""
+    from detection.modeling.backbone.frozen_bn import FixedBatchNorm2d
+
+    return is_foldable_bn(m) and isinstance(m, (nn.BatchNorm2d, FixedBatchNorm2d))
 
 
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.Module) -> nn.Conv2d:

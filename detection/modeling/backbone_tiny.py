@@ -2,6 +2,7 @@
 
 trunk: 4 x (3x3 conv stride 2 + ReLU) and a 3x3 conv + ReLU, [B,3,H,W] -> [B,64,H/16,W/16].
 head: [R,64,7,7] -> flatten -> Linear -> ReLU -> [R,256]. No ImageNet weights exist for it.
+Pyramid stages (FPN): the trunk's children '1', '2', '3' at strides 4, 8, 16 (32, 64, 64 channels).
 """
 from collections import OrderedDict
 from typing import Optional
@@ -9,6 +10,7 @@ from typing import Optional
 from torch import nn
 
 from detection.modeling.backbone import BACKBONES, Backbone
+from detection.modeling.backbone.base import StageSpec
 
 
 def _conv(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -31,7 +33,9 @@ def build_tiny(weights: Optional[str] = None, frozen_bn: bool = True, channels: 
     nn.init.kaiming_uniform_(fc.weight, nonlinearity="relu")
     nn.init.zeros_(fc.bias)
     head = nn.Sequential(OrderedDict(flatten=nn.Flatten(1), fc=fc, relu=nn.ReLU(inplace=True)))
-    return Backbone("tiny", trunk, head, c, head_channels, pooler_size=7, classifier_layer=None, stages=stages)
+    specs = [StageSpec("1", 4, c // 2), StageSpec("2", 8, c), StageSpec("3", 16, c)]
+    return Backbone("tiny", trunk, head, c, head_channels, pooler_size=7, classifier_layer=None, stages=stages,
+                    body_paths=[(str(i), f"trunk.{i}") for i in range(len(stages))], stage_specs=specs)
 
 
 if "tiny" not in BACKBONES:

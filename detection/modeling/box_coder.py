@@ -2,10 +2,11 @@
 
 width = x2 - x1, centre = x1 + 0.5 * width, in both `encode` and `decode`, so decode(encode(b, r), r) == b.
 Targets are normalised like py-faster-rcnn: (t - means) / stds; with means 0 and stds (0.1, 0.1, 0.2, 0.2)
-this is torchvision's weights (10, 10, 5, 5).
+this is torchvision's weights (10, 10, 5, 5). `weights` given instead reproduces torchvision's arithmetic bit for bit
+(targets multiplied by the weights, deltas divided by them).
 """
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -20,15 +21,23 @@ class BoxCoder:
     Args:
         means, stds: per-coordinate normalisation of (dx, dy, dw, dh): encoded = (t - means) / stds.
         scale_clamp: upper bound of the de-normalised dw, dh before exp.
+        weights: torchvision's / detectron2's form instead of means and stds: encoded = t * weights, decoded
+            deltas / weights (torchvision's RoI heads: (10, 10, 5, 5)), in their arithmetic.
     All methods broadcast over leading dimensions: boxes [..., 4] xyxy.
     """
 
     def __init__(self, means: Sequence[float] = (0.0, 0.0, 0.0, 0.0),
-                 stds: Sequence[float] = (1.0, 1.0, 1.0, 1.0), scale_clamp: float = DEFAULT_SCALE_CLAMP):
+                 stds: Sequence[float] = (1.0, 1.0, 1.0, 1.0), scale_clamp: float = DEFAULT_SCALE_CLAMP,
+                 weights: Optional[Sequence[float]] = None):
+        self.weights = tuple(float(w) for w in weights) if weights else None
+        if self.weights is not None:
+            if len(self.weights) != 4 or min(self.weights) <= 0:
+                raise ValueError(f"box coder weights must be 4 positive numbers, got {weights}")
+            means, stds = (0.0,) * 4, tuple(1.0 / w for w in self.weights)
         self.means = tuple(float(m) for m in means)
         self.stds = tuple(float(s) for s in stds)
         self.scale_clamp = float(scale_clamp)
-        self._identity = all(m == 0 for m in self.means) and all(s == 1 for s in self.stds)
+        self._identity = self.weights is None and all(m == 0 for m in self.means) and all(s == 1 for s in self.stds)
 
     def _stats(self, like: Tensor):
         return (torch.tensor(self.means, dtype=like.dtype, device=like.device),
@@ -44,6 +53,10 @@ class BoxCoder:
         gh = gt[..., 3] - gt[..., 1]
         gx = gt[..., 0] + 0.5 * gw
         gy = gt[..., 1] + 0.5 * gh
+        if self.weights is not None:
+            wx, wy, ww, wh = self.weights
+            return torch.stack([wx * (gx - rx) / rw, wy * (gy - ry) / rh, ww * torch.log(gw / rw),
+                                wh * torch.log(gh / rh)], dim=-1)
         t = torch.stack([(gx - rx) / rw, (gy - ry) / rh, torch.log(gw / rw), torch.log(gh / rh)], dim=-1)
         if self._identity:
             return t
@@ -55,7 +68,9 @@ class BoxCoder:
 
         For class-specific deltas [R, C * 4] use deltas.view(R, C, 4) with ref[:, None, :].
         """
-        if not self._identity:
+        if self.weights is not None:
+            deltas = deltas / torch.tensor(self.weights, dtype=deltas.dtype, device=deltas.device)
+        elif not self._identity:
             means, stds = self._stats(deltas)
             deltas = deltas * stds + means
         ref = ref.to(deltas.dtype)
@@ -70,7 +85,8 @@ class BoxCoder:
         return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
 
     def __repr__(self) -> str:
-        return f"BoxCoder(means={self.means}, stds={self.stds}, scale_clamp={self.scale_clamp:.4f})"
+        form = f"weights={self.weights}" if self.weights else f"means={self.means}, stds={self.stds}"
+        return f"BoxCoder({form}, scale_clamp={self.scale_clamp:.4f})"
 
 
 def clip_boxes(boxes: Tensor, image_sizes: Tensor) -> Tensor:

@@ -8,7 +8,8 @@ graph holds the resize too). The size comes from detection/ops/resize.py:
   checkpoints, so a resumed run draws the same sizes), capped at `train_max_size`;
 by `resize_rule` ('py-faster-rcnn' or 'torchvision'). Detections are mapped back to the original size.
 Then (x - pixel_mean) / pixel_std per RGB channel, and zero padding (after normalisation) at the bottom/right
-to a common size that is a multiple of `size_divisibility`.
+to a common size that is a multiple of `size_divisibility`. Under the 'torchvision' rule the image is normalised
+before it is resized, in GeneralizedRCNNTransform's order, so the model's input is torchvision's bit for bit.
 """
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
@@ -55,6 +56,7 @@ class ImagePreprocessor(nn.Module):
         self.train_min_sizes, self.train_max_size = tuple(train_min_sizes), train_max_size
         resize_scale(1, 1, 1, 1, resize_rule)  # validates the rule
         self.resize_rule = resize_rule
+        self._normalise_first = resize_rule == "torchvision"
         self.size_divisibility = size_divisibility
 
     def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None,
@@ -72,6 +74,8 @@ class ImagePreprocessor(nn.Module):
             h, w = img.shape[-2:]
             scale = self._scale(h, w, test_min_size)
             nh, nw = resized_size(h, w, scale, self.resize_rule)
+            if self._normalise_first:
+                img = (img - self.pixel_mean) / self.pixel_std
             resized.append(resize_image(img, (nh, nw)))
             sizes.append((nh, nw))
             orig.append((h, w))
@@ -101,7 +105,10 @@ class ImagePreprocessor(nn.Module):
         hp, wp = (hp + d - 1) // d * d, (wp + d - 1) // d * d
         batch = images[0].new_zeros((len(images), 3, hp, wp))
         for i, img in enumerate(images):
-            torch.sub(img, self.pixel_mean, out=batch[i, :, :img.shape[1], :img.shape[2]]).div_(self.pixel_std)
+            if self._normalise_first:
+                batch[i, :, :img.shape[1], :img.shape[2]].copy_(img)
+            else:
+                torch.sub(img, self.pixel_mean, out=batch[i, :, :img.shape[1], :img.shape[2]]).div_(self.pixel_std)
         return batch
 
     def _pad_targets(self, boxes: List[Tensor], labels: List[Tensor]) -> Dict[str, Tensor]:

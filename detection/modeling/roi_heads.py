@@ -1,9 +1,10 @@
 """Fast R-CNN RoI heads: proposal sampling and targets, RoIAlign/RoIPool + box head, losses, detections.
 
 Shapes: B images, proposals padded to [B, P] with a validity mask, ground truth padded to [B, G] (labels 0 =
-padding), C = num_classes including background (label 0). Boxes are xyxy in resized-image pixels.
+padding), C = num_classes including background (label 0). Boxes are xyxy in resized-image pixels. Features are
+one [B, Cf, H, W] map (C4) or a dict of pyramid levels, which the `pooler` (MultiScaleRoIAlign) reads.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,12 @@ class RoIHeads(nn.Module):
         smooth_l1_beta: of the box loss (1.0, py-faster-rcnn sigma = 1).
         score_thresh, nms_thresh, detections_per_image: eval post-processing (per-class NMS).
         add_gt_as_proposals: append the gt boxes to the proposals in training (py-faster-rcnn).
+        pooler: a module (features, rois [R, 5]) -> [R, Cf, P, P] replacing pooling_mode's single-map pooler
+            (MultiScaleRoIAlign for a pyramid).
+        bbox_reg_weights: torchvision's box coder weights (e.g. (10, 10, 5, 5)) instead of bbox_means/stds.
+        min_box_size: detections with a side below this (resized-image pixels) are dropped (torchvision 1e-2).
+        reported_classes: C bools; classes marked False (placeholders such as torchvision's COCO 'N/A') stay in
+            the softmax but their detections are dropped after the top-k (so the rest are the reference's).
     """
 
     def __init__(self, box_head: nn.Module, head_channels: int, num_classes: int, pooler_size: int,
@@ -39,9 +46,13 @@ class RoIHeads(nn.Module):
                  bg_thresh_lo: float = 0.0, bbox_means: Sequence[float] = (0.0, 0.0, 0.0, 0.0),
                  bbox_stds: Sequence[float] = (0.1, 0.1, 0.2, 0.2), smooth_l1_beta: float = 1.0,
                  score_thresh: float = 0.05, nms_thresh: float = 0.3, detections_per_image: int = 100,
-                 add_gt_as_proposals: bool = True):
+                 add_gt_as_proposals: bool = True, pooler: Optional[nn.Module] = None,
+                 bbox_reg_weights: Optional[Sequence[float]] = None, min_box_size: float = 1e-3,
+                 reported_classes: Optional[Sequence[bool]] = None):
         super().__init__()
-        if pooling_mode == "align":
+        if pooler is not None:
+            self.pooler = pooler
+        elif pooling_mode == "align":
             self.pooler = RoIAlign(pooler_size, spatial_scale, sampling_ratio, aligned)
         elif pooling_mode == "pool":
             self.pooler = RoIPool(pooler_size, spatial_scale)
@@ -56,7 +67,7 @@ class RoIHeads(nn.Module):
         nn.init.normal_(self.bbox_pred.weight, std=0.001)
         nn.init.zeros_(self.cls_score.bias)
         nn.init.zeros_(self.bbox_pred.bias)
-        self.box_coder = BoxCoder(bbox_means, bbox_stds)
+        self.box_coder = BoxCoder(bbox_means, bbox_stds, weights=bbox_reg_weights)
         self.matcher = Matcher(fg_thresh, bg_thresh_hi, bg_thresh_lo, empty_is_background=True)
         self.sampler = BalancedSampler(batch_size_per_image, fg_fraction)
         self.smooth_l1_beta = smooth_l1_beta
@@ -64,16 +75,22 @@ class RoIHeads(nn.Module):
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
         self.detections_per_image = detections_per_image
+        self.min_box_size = float(min_box_size)
+        if reported_classes is not None and len(reported_classes) != num_classes:
+            raise ValueError(f"reported_classes has {len(reported_classes)} entries for {num_classes} classes")
+        self.register_buffer("reported_classes", None if reported_classes is None else
+                             torch.tensor([bool(r) for r in reported_classes]), persistent=False)
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, class_agnostic={self.class_agnostic}, "
                 f"batch_size_per_image={self.sampler.batch_size_per_image}, score_thresh={self.score_thresh}, "
                 f"nms_thresh={self.nms_thresh}, detections_per_image={self.detections_per_image}")
 
-    def forward(self, features: Tensor, proposals: Tensor, proposal_valid: Tensor, image_sizes: Tensor,
-                gt_boxes: Optional[Tensor] = None, gt_labels: Optional[Tensor] = None, final_nms: bool = True
+    def forward(self, features: Union[Tensor, Mapping[str, Tensor]], proposals: Tensor, proposal_valid: Tensor,
+                image_sizes: Tensor, gt_boxes: Optional[Tensor] = None, gt_labels: Optional[Tensor] = None,
+                final_nms: bool = True
                 ) -> Tuple[Optional[List[Dict[str, Tensor]]], Dict[str, Tensor]]:
-        """features [B, Cf, H, W]; proposals [B, P, 4] + valid [B, P]; image_sizes [B, 2] (h, w).
+        """features [B, Cf, H, W] (or pyramid levels); proposals [B, P, 4] + valid [B, P]; image_sizes [B, 2] (h, w).
 
         Training: returns (None, {loss_cls, loss_box}). Eval: (one dict(boxes [M, 4], labels [M] int64 in
         1..C-1, scores [M]) per image, in resized-image pixels, {}); `final_nms=False` returns every
@@ -91,7 +108,7 @@ class RoIHeads(nn.Module):
         cls_logits, box_deltas = self._predict(features, rois)
         return self.detections(cls_logits, box_deltas, rois, image_sizes, final_nms), {}
 
-    def _predict(self, features: Tensor, rois: Tensor) -> Tuple[Tensor, Tensor]:
+    def _predict(self, features: Union[Tensor, Mapping[str, Tensor]], rois: Tensor) -> Tuple[Tensor, Tensor]:
         x = self.box_head(self.pooler(features, rois))
         return self.cls_score(x), self.bbox_pred(x)
 
@@ -148,7 +165,7 @@ class RoIHeads(nn.Module):
         image_idx = rois[:, 0].long()
         boxes = clip_boxes(self.box_coder.decode(deltas, rois[:, None, 1:]), image_sizes[image_idx])
         labels = torch.arange(1, c, device=scores.device).expand(r, k)
-        keep = (scores > self.score_thresh) & box_sides_at_least(boxes, 1e-3)
+        keep = (scores > self.score_thresh) & box_sides_at_least(boxes, self.min_box_size)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         image_idx = image_idx[:, None].expand(r, k)[keep]
         if final_nms:
@@ -156,6 +173,8 @@ class RoIHeads(nn.Module):
             kept = kept[rank_in_group(image_idx[kept]) < self.detections_per_image]
         else:
             kept = torch.argsort(scores, descending=True, stable=True)
+        if self.reported_classes is not None:
+            kept = kept[self.reported_classes[labels[kept]]]
         image_idx = image_idx[kept]
         order = torch.sort(image_idx, stable=True).indices  # group by image, keep the score order
         kept, counts = kept[order], torch.bincount(image_idx, minlength=image_sizes.shape[0]).tolist()

@@ -1,15 +1,16 @@
-"""Region Proposal Network: head, anchor targets + losses (training) and proposal generation.
+"""Region Proposal Network: head, anchor targets + losses (training) and proposal generation, over 1..L levels.
 
-Shapes: B images in a padded batch, anchors N = H * W * A in `AnchorGenerator` order, ground truth padded
-to [B, G] (labels 0 = padding). Boxes are xyxy in the resized (unpadded) image's pixels.
+Shapes: B images in a padded batch, anchors N = sum over levels of H_l * W_l * A, each level in `AnchorGenerator`
+order and the levels concatenated finest first; ground truth padded to [B, G] (labels 0 = padding). Boxes are xyxy
+in the resized (unpadded) image's pixels. A C4 trunk is the one-level case of the same code.
 """
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detection.modeling.anchors import AnchorGenerator
+from detection.modeling.anchors import AnchorGenerator, MultiLevelAnchorGenerator
 from detection.modeling.box_coder import BoxCoder, box_sides_at_least, clip_boxes
 from detection.modeling.sampling import BalancedSampler, Matcher, rank_in_group
 from detection.ops import batched_nms, box_iou, nms
@@ -20,47 +21,62 @@ CUDA_NMS_MAX_BOXES = 32768
 
 
 def proposal_nms(boxes: Tensor, scores: Tensor, image_idx: Tensor, iou_threshold: float,
-                 max_boxes: Optional[int] = None) -> Tensor:
-    """NMS within each image of a batch: boxes of different images never suppress each other.
+                 max_boxes: Optional[int] = None, levels: Optional[Tensor] = None, num_levels: int = 1) -> Tensor:
+    """NMS within each image (and pyramid level) of a batch: boxes of different images, or of different levels
+    (`levels` [N] in 0..num_levels-1), never suppress each other.
 
     boxes [N, 4] xyxy, scores [N], image_idx [N] int64 in non-decreasing order (image-major). Returns int64 indices
     of the kept boxes, each image's in decreasing score order. Up to `max_boxes` boxes (default: unbounded on the
-    CPU, CUDA_NMS_MAX_BOXES on CUDA) go through one batched_nms call; more run one `nms` per image (B small
+    CPU, CUDA_NMS_MAX_BOXES on CUDA) go through one batched_nms call; more run one NMS per image (B small
     syncs), which bounds the CUDA mask by the largest image's boxes.
     """
     n = boxes.shape[0]
     if max_boxes is None:
         max_boxes = CUDA_NMS_MAX_BOXES if boxes.is_cuda else n
     if n <= max_boxes:
-        return batched_nms(boxes, scores, image_idx, iou_threshold)
+        groups = image_idx if levels is None else image_idx * num_levels + levels
+        return batched_nms(boxes, scores, groups, iou_threshold)
     counts = torch.bincount(image_idx).tolist()
     kept, start = [], 0
     for count in counts:  # per image, not per box
         if count:
-            kept.append(nms(boxes[start:start + count], scores[start:start + count], iou_threshold) + start)
+            sl = slice(start, start + count)
+            keep = (nms(boxes[sl], scores[sl], iou_threshold) if levels is None
+                    else batched_nms(boxes[sl], scores[sl], levels[sl], iou_threshold))
+            kept.append(keep + start)
         start += count
-    return torch.cat(kept)
+    return torch.cat(kept) if kept else image_idx.new_zeros((0,))
 
 
 class RPNHead(nn.Module):
-    """3x3 conv + ReLU, then 1x1 objectness (one sigmoid logit per anchor) and 1x1 deltas (4 per anchor).
+    """conv_depth x (3x3 conv + ReLU), then 1x1 objectness (one sigmoid logit per anchor) and 1x1 deltas (4 per
+    anchor); shared by every pyramid level (torchvision's RPNHead; conv_depth=2 in its v2 detector).
 
     features [B, C, H, W] -> objectness [B, H*W*A], deltas [B, H*W*A, 4] (AnchorGenerator order).
-    Weights ~ N(0, 0.01), biases 0 (py-faster-rcnn).
+    Weights ~ N(0, 0.01), biases 0 (py-faster-rcnn). With conv_depth 1 the conv is `conv` (a Conv2d); deeper,
+    `conv` is torchvision's Sequential of (Conv2d, ReLU) pairs (keys conv.<i>.0.*).
     """
 
-    def __init__(self, in_channels: int, num_anchors: int, hidden_channels: int = 0):
+    def __init__(self, in_channels: int, num_anchors: int, hidden_channels: int = 0, conv_depth: int = 1):
         super().__init__()
         hidden = hidden_channels or in_channels
-        self.conv = nn.Conv2d(in_channels, hidden, 3, padding=1)
+        if conv_depth < 1:
+            raise ValueError(f"RPN conv_depth must be >= 1, got {conv_depth}")
+        if conv_depth == 1:
+            self.conv = nn.Conv2d(in_channels, hidden, 3, padding=1)
+            convs = [self.conv]
+        else:
+            convs = [nn.Conv2d(in_channels if i == 0 else hidden, hidden, 3, padding=1) for i in range(conv_depth)]
+            self.conv = nn.Sequential(*(nn.Sequential(c, nn.ReLU(inplace=True)) for c in convs))
+        self.conv_depth = conv_depth
         self.cls_logits = nn.Conv2d(hidden, num_anchors, 1)
         self.bbox_pred = nn.Conv2d(hidden, num_anchors * 4, 1)
-        for layer in (self.conv, self.cls_logits, self.bbox_pred):
+        for layer in (*convs, self.cls_logits, self.bbox_pred):
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.zeros_(layer.bias)
 
     def forward(self, features: Tensor) -> Tuple[Tensor, Tensor]:
-        x = F.relu(self.conv(features))
+        x = F.relu(self.conv(features)) if self.conv_depth == 1 else self.conv(features)
         logits = self.cls_logits(x)  # [B, A, H, W]
         deltas = self.bbox_pred(x)  # [B, A*4, H, W]
         b, a, h, w = logits.shape
@@ -73,24 +89,31 @@ class RegionProposalNetwork(nn.Module):
     """Anchors + head; assigns anchors to gt and computes losses in training; returns proposals always.
 
     Args (a (train, test) pair where two values are given):
-        anchor_generator, head: see AnchorGenerator, RPNHead.
+        anchor_generator, head: see MultiLevelAnchorGenerator (a one-level AnchorGenerator is wrapped), RPNHead.
         fg_iou_thresh, bg_iou_thresh: positive if IoU >= fg (or best anchor of a gt), negative if < bg.
         batch_size_per_image, positive_fraction: anchors sampled per image for the losses.
-        pre_nms_top_n, post_nms_top_n, nms_thresh: proposals per image before / after NMS, NMS IoU.
+        pre_nms_top_n: proposals kept per image and level (by objectness) before NMS.
+        post_nms_top_n, nms_thresh: proposals kept per image after NMS (all levels), NMS IoU. NMS runs per image
+            and level (boxes of different levels never suppress each other: torchvision, detectron2).
         min_size: proposals with a side below min_size * image_scale pixels are dropped (py-faster-rcnn's
-            RPN_MIN_SIZE in original-image pixels; image_scale = resized / original size).
+            RPN_MIN_SIZE in original-image pixels; image_scale = resized / original size), or below min_size
+            resized-image pixels when `min_size_scaled` is False (torchvision: 1e-3).
         allowed_border: anchors crossing the image border by more than this are ignored in training
             (py-faster-rcnn: 0); < 0 keeps all anchors (torchvision).
         smooth_l1_beta: 1/9 (py-faster-rcnn sigma = 3).
         clobber_positives: py-faster-rcnn's RPN_CLOBBER_POSITIVES.
     """
 
-    def __init__(self, anchor_generator: AnchorGenerator, head: RPNHead, fg_iou_thresh: float = 0.7,
+    def __init__(self, anchor_generator: Union[AnchorGenerator, MultiLevelAnchorGenerator], head: RPNHead,
+                 fg_iou_thresh: float = 0.7,
                  bg_iou_thresh: float = 0.3, batch_size_per_image: int = 256, positive_fraction: float = 0.5,
                  pre_nms_top_n: Tuple[int, int] = (12000, 6000), post_nms_top_n: Tuple[int, int] = (2000, 300),
                  nms_thresh: Tuple[float, float] = (0.7, 0.7), min_size: Tuple[float, float] = (16.0, 16.0),
-                 allowed_border: float = 0.0, smooth_l1_beta: float = 1.0 / 9.0, clobber_positives: bool = False):
+                 allowed_border: float = 0.0, smooth_l1_beta: float = 1.0 / 9.0, clobber_positives: bool = False,
+                 min_size_scaled: bool = True):
         super().__init__()
+        if not isinstance(anchor_generator, MultiLevelAnchorGenerator):
+            anchor_generator = MultiLevelAnchorGenerator([anchor_generator])
         self.anchor_generator = anchor_generator
         self.head = head
         self.box_coder = BoxCoder()
@@ -101,22 +124,30 @@ class RegionProposalNetwork(nn.Module):
         self.post_nms_top_n = tuple(post_nms_top_n)
         self.nms_thresh = tuple(nms_thresh)
         self.min_size = tuple(min_size)
+        self.min_size_scaled = bool(min_size_scaled)
         self.allowed_border = allowed_border
         self.smooth_l1_beta = smooth_l1_beta
 
-    def forward(self, features: Tensor, image_sizes: Tensor, gt_boxes: Optional[Tensor] = None,
-                gt_labels: Optional[Tensor] = None, image_scales: Optional[Tensor] = None
+    def forward(self, features: Union[Tensor, Mapping[str, Tensor]], image_sizes: Tensor,
+                gt_boxes: Optional[Tensor] = None, gt_labels: Optional[Tensor] = None,
+                image_scales: Optional[Tensor] = None, image_shape: Optional[Sequence[int]] = None
                 ) -> Tuple[Tensor, Tensor, Dict[str, Tensor]]:
-        """features [B, C, H, W]; image_sizes [B, 2] (h, w); gt_boxes [B, G, 4], gt_labels [B, G] in training.
+        """features [B, C, H, W] or name -> [B, C, H_l, W_l] (pyramid levels, finest first); image_sizes [B, 2]
+        (h, w); gt_boxes [B, G, 4], gt_labels [B, G] in training; image_shape: the padded batch's (H, W).
 
         Returns proposals [B, P, 4] (padding rows zero), their validity [B, P] bool, and the losses
         {loss_rpn_cls, loss_rpn_box} in training ({} otherwise). Proposals carry no gradient.
         """
-        anchors = self.anchor_generator(features)
-        logits, deltas = self.head(features)
+        levels: List[Tensor] = list(features.values()) if isinstance(features, Mapping) else [features]
+        per_level = self.anchor_generator(levels, image_shape)
+        heads = [self.head(f) for f in levels]
+        num_per_level = [a.shape[0] for a in per_level]
+        anchors = torch.cat(per_level) if len(per_level) > 1 else per_level[0]
+        logits = torch.cat([h[0] for h in heads], dim=1) if len(heads) > 1 else heads[0][0]
+        deltas = torch.cat([h[1] for h in heads], dim=1) if len(heads) > 1 else heads[0][1]
         mode = 0 if self.training else 1
         proposals, valid = self.generate_proposals(anchors, logits.detach(), deltas.detach(), image_sizes,
-                                                   image_scales, mode)
+                                                   image_scales, mode, num_per_level)
         losses: Dict[str, Tensor] = {}
         if self.training:
             if gt_boxes is None or gt_labels is None:
@@ -126,20 +157,36 @@ class RegionProposalNetwork(nn.Module):
 
     @torch.no_grad()
     def generate_proposals(self, anchors: Tensor, logits: Tensor, deltas: Tensor, image_sizes: Tensor,
-                           image_scales: Optional[Tensor], mode: int) -> Tuple[Tensor, Tensor]:
-        """Top-k by objectness -> decode -> clip -> drop small -> NMS per image -> top-k. All images at once."""
+                           image_scales: Optional[Tensor], mode: int, num_per_level: Optional[Sequence[int]] = None
+                           ) -> Tuple[Tensor, Tensor]:
+        """Top-k per level by objectness -> decode -> clip -> drop small -> NMS per image and level -> top-k per
+        image, by sigmoid probability. All images (and levels) at once.
+
+        anchors [N, 4], logits [B, N], deltas [B, N, 4]; num_per_level: anchors of each level (default: one).
+        """
         b, n = logits.shape
-        k = min(self.pre_nms_top_n[mode], n)
-        scores, idx = logits.topk(k, dim=1)  # [B, k], sorted
+        counts = list(num_per_level) if num_per_level else [n]
+        idx_parts, level_parts, start = [], [], 0
+        for lvl, count in enumerate(counts):  # one top-k per level (a handful), no per-anchor work
+            k_l = min(self.pre_nms_top_n[mode], count)
+            idx_parts.append(logits[:, start:start + count].topk(k_l, dim=1).indices + start)  # sorted
+            level_parts.append(torch.full((k_l,), lvl, dtype=torch.int64, device=logits.device))
+            start += count
+        idx = torch.cat(idx_parts, dim=1) if len(idx_parts) > 1 else idx_parts[0]  # [B, k]
+        level = torch.cat(level_parts) if len(level_parts) > 1 else level_parts[0]  # [k]
+        k = idx.shape[1]
+        scores = torch.sigmoid(logits.gather(1, idx))  # [B, k]
         boxes = self.box_coder.decode(deltas.gather(1, idx[..., None].expand(b, k, 4)), anchors[idx])
         boxes = clip_boxes(boxes, image_sizes)
         min_size = torch.full((b, 1), float(self.min_size[mode]), device=boxes.device, dtype=boxes.dtype)
-        if image_scales is not None:
+        if image_scales is not None and self.min_size_scaled:
             min_size = min_size * image_scales.to(min_size).view(b, 1)
         keep = box_sides_at_least(boxes, min_size)  # [B, k]
         image_idx = torch.arange(b, device=boxes.device)[:, None].expand(b, k)[keep]
+        levels = level[None, :].expand(b, k)[keep] if len(counts) > 1 else None
         boxes, scores = boxes[keep], scores[keep]
-        kept = proposal_nms(boxes, scores, image_idx, self.nms_thresh[mode])  # by decreasing score per image
+        kept = proposal_nms(boxes, scores, image_idx, self.nms_thresh[mode], levels=levels,
+                            num_levels=len(counts))  # by decreasing score per image
         image_idx = image_idx[kept]
         rank = rank_in_group(image_idx)
         sel = rank < self.post_nms_top_n[mode]
@@ -172,7 +219,8 @@ class RegionProposalNetwork(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"pre_nms_top_n={self.pre_nms_top_n}, post_nms_top_n={self.post_nms_top_n}, "
-                f"nms_thresh={self.nms_thresh}, min_size={self.min_size}, allowed_border={self.allowed_border}, "
+                f"nms_thresh={self.nms_thresh}, min_size={self.min_size}, min_size_scaled={self.min_size_scaled}, "
+                f"allowed_border={self.allowed_border}, "
                 f"batch_size_per_image={self.sampler.batch_size_per_image}")
 
     def _inside_mask(self, anchors: Tensor, image_sizes: Tensor) -> Tensor:

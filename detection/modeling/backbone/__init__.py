@@ -11,8 +11,15 @@ Registering a new backbone: a function ``(weights, frozen_bn) -> Backbone`` deco
 """
 
 from . import mobilenet, resnet, vgg  # noqa: F401  (register the backbones)
-from .base import BACKBONES, Backbone, build_backbone, build_backbone_from_config, build_torchvision_model
-from .frozen_bn import FrozenBatchNorm2d, convert_frozen_batchnorm
+from .base import (
+    BACKBONES,
+    Backbone,
+    StageSpec,
+    build_backbone,
+    build_backbone_from_config,
+    build_torchvision_model,
+)
+from .frozen_bn import FixedBatchNorm2d, FrozenBatchNorm2d, convert_frozen_batchnorm
 from .weights import (
     CARRIER_PACKAGES,
     TORCHVISION_FILES,
@@ -25,10 +32,12 @@ from .weights import (
 __all__ = [
     "BACKBONES",
     "Backbone",
+    "StageSpec",
     "build_backbone",
     "build_backbone_from_config",
     "build_torchvision_model",
     "FrozenBatchNorm2d",
+    "FixedBatchNorm2d",
     "convert_frozen_batchnorm",
     "CARRIER_PACKAGES",
     "TORCHVISION_FILES",

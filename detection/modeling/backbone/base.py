@@ -1,8 +1,11 @@
 """The Backbone container, the BACKBONES registry and the shared build steps (load, split, freeze)."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
-from typing import Callable, Optional, Sequence
+from collections import OrderedDict
+from typing import Callable, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torchvision
@@ -10,10 +13,17 @@ from torch import nn
 
 from detection.registry import Registry
 
-from .frozen_bn import convert_frozen_batchnorm
+from .frozen_bn import FixedBatchNorm2d, convert_frozen_batchnorm
 from .weights import load_into, load_state_dict_file, resolve_weights
 
 BACKBONES = Registry("backbone")
+
+
+class StageSpec(NamedTuple):
+    """A feature a pyramid neck can tap: the output of body layer `name`, at `stride` input pixels, `channels`."""
+    name: str
+    stride: int
+    channels: int
 
 
 class Backbone(nn.Module):
@@ -29,6 +39,11 @@ class Backbone(nn.Module):
             (requires_grad=False), or None after drop_classifier_layer().
         stages: list of parameter-holding modules in freeze order (see FREEZE_AT in docs/config.md).
         name: registry name. weights_source: the file the weights came from, or None (random init).
+        stage_specs: the StageSpec of every feature a neck (FPN) can tap, by increasing stride.
+
+    ``body_layers()`` lists, in order, the named layers that run from the image to the deepest stage (torchvision's
+    own child names, e.g. conv1, bn1, relu, maxpool, layer1..layer4 for ResNet), so a neck can run them one by one
+    and read the StageSpec outputs; the modules are the trunk's and head's own (shared, not copies).
 
     ``forward(x)`` is ``trunk(x)``; ``features_for_classification(x)`` = head(cls_pool(trunk(x))): [B,3,H,W] ->
     [B, head_channels]; ``classify(x)`` applies classifier_layer on that and reproduces torchvision's logits
@@ -48,6 +63,8 @@ class Backbone(nn.Module):
         classifier_layer: Optional[nn.Linear],
         cls_pool: Optional[nn.Module] = None,
         stages: Sequence[nn.Module] = (),
+        body_paths: Sequence[Tuple[str, str]] = (),
+        stage_specs: Sequence[StageSpec] = (),
     ):
         super().__init__()
         self.name = name
@@ -61,12 +78,21 @@ class Backbone(nn.Module):
         if classifier_layer is not None:
             classifier_layer.requires_grad_(False)
         self._stages = list(stages)  # plain list: the modules are registered under trunk/head already
+        self._body_paths = [(str(n), str(p)) for n, p in body_paths]  # (body name, dotted path in self)
+        self.stage_specs = [StageSpec(*s) for s in stage_specs]
         self.weights_source: Optional[str] = None
         self.frozen_stages = 0
 
     @property
     def stages(self) -> list:
         return list(self._stages)
+
+    def body_layers(self) -> "OrderedDict[str, nn.Module]":
+        """The named layers from the image to the deepest StageSpec, in order (looked up now, so modules swapped
+        by freeze() are the ones returned)."""
+        if not self._body_paths:
+            raise NotImplementedError(f"backbone {self.name} does not describe its stages for a pyramid neck")
+        return OrderedDict((n, self.get_submodule(p)) for n, p in self._body_paths)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B,3,H,W] normalised RGB -> [B, trunk_channels, H', W'] with H' = H/16 (rounded as the convs do)."""
@@ -105,10 +131,11 @@ class Backbone(nn.Module):
 
 
 def _convert_children(stage: nn.Module) -> None:
-    """Convert the BatchNorms inside ``stage`` in place (a stage is a container, never a bare BatchNorm)."""
+    """Fix the BatchNorm2d layers inside ``stage`` in place (a stage is a container, never a bare BatchNorm), as
+    FixedBatchNorm2d: their eval-mode BatchNorm2d arithmetic is kept (torchvision's v2 detector's numbers)."""
     if isinstance(stage, (nn.BatchNorm2d, nn.SyncBatchNorm)):
         raise TypeError("a freeze stage must not be a bare BatchNorm module")
-    convert_frozen_batchnorm(stage)
+    convert_frozen_batchnorm(stage, FixedBatchNorm2d)
 
 
 def build_torchvision_model(name: str, weights: Optional[str], ctor: Optional[Callable] = None):
@@ -160,10 +187,28 @@ def build_backbone(name: str, weights: Optional[str] = None, freeze_at: int = 2,
     return bb
 
 
+_WEIGHTS_COME_LATER = contextvars.ContextVar("backbone_weights_come_later", default=False)
+
+
+@contextlib.contextmanager
+def backbone_weights_come_later():
+    """Within this block build_backbone_from_config skips MODEL.BACKBONE.WEIGHTS (no ImageNet file is looked for or
+    needed): for models whose every weight is about to be loaded from a full checkpoint or detector file."""
+    token = _WEIGHTS_COME_LATER.set(True)
+    try:
+        yield
+    finally:
+        _WEIGHTS_COME_LATER.reset(token)
+
+
 def build_backbone_from_config(cfg) -> Backbone:
     """build_backbone from MODEL.BACKBONE.{NAME,WEIGHTS,FROZEN_BN} and MODEL.FREEZE_AT; the ImageNet final
-    layer is kept only for MODEL.META_ARCHITECTURE == 'classifier'."""
+    layer is kept only for MODEL.META_ARCHITECTURE == 'classifier'. Inside `backbone_weights_come_later()` the
+    backbone is built without its pretrained weights."""
     m = cfg.MODEL
+    if _WEIGHTS_COME_LATER.get():
+        return build_backbone(m.BACKBONE.NAME, weights=None, freeze_at=m.FREEZE_AT, frozen_bn=m.BACKBONE.FROZEN_BN,
+                              keep_classifier_layer=m.META_ARCHITECTURE == "classifier")
     if not m.BACKBONE.WEIGHTS and (m.FREEZE_AT > 0 or m.BACKBONE.FROZEN_BN):
         logging.getLogger(__name__).warning(
             "MODEL.BACKBONE.WEIGHTS is '' (random initialisation) but MODEL.FREEZE_AT=%s and "
