@@ -79,3 +79,17 @@ def tiny_config(overrides: Sequence[str] = ()):
                           "TEST": {"SCALES": [128], "MAX_SIZE": 160, "RPN_PRE_NMS_TOP_N": 300,
                                    "RPN_POST_NMS_TOP_N": 50, "RPN_MIN_SIZE": 4}})
     return merge_from_list(cfg, list(overrides))
+
+
+def tiny_fpn_config(overrides: Sequence[str] = ()):
+    """configs/faster_rcnn_r50_fpn_coco.yaml (torchvision's conventions: anchor placement, normalise-then-resize,
+    box-coder weights, RoIAlign aligned=False / 2 samples, 91 COCO labels with 'N/A' placeholders) on the 'tiny'
+    backbone (P2..P4 + P6, 32 channels) at test scale 128: an FPN detector that builds and exports in seconds."""
+    from detection.config import load_config
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return load_config(os.path.join(root, "configs", "faster_rcnn_r50_fpn_coco.yaml"), [
+        "MODEL.BACKBONE.NAME", "tiny", "MODEL.BACKBONE.WEIGHTS", "''", "MODEL.FREEZE_AT", "0",
+        "MODEL.FPN.IN_STRIDES", "[4,8,16]", "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.FPN.ANCHOR_SIZES",
+        "[16,32,64,128]", "MODEL.ROI_HEADS.MLP_DIM", "64", "TEST.SCALES", "[128]", "TEST.MAX_SIZE", "160",
+        "TEST.RPN_PRE_NMS_TOP_N", "200", "TEST.RPN_POST_NMS_TOP_N", "60", "DEVICE", "cpu", *overrides])

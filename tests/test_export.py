@@ -11,7 +11,8 @@ import torch
 
 from detection.export import (compare_detections, compare_probabilities, export_onnx, export_program, onnx_metadata,
                               onnx_session, run_onnx, save_program)
-from model_fixtures import QUICKSTART_CLASSES, build_seeded, quickstart_config, tiny_config, write_run_folder
+from model_fixtures import (QUICKSTART_CLASSES, build_seeded, make_confident, quickstart_config, tiny_config,
+                            tiny_fpn_config, write_run_folder)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytest.importorskip("onnxruntime", reason="needs onnxruntime==1.32.0 (requirements.txt)")
@@ -152,6 +153,35 @@ def test_other_pooling_modes_export_to_standard_operators(overrides, tmp_path):
         img = image(h, w, seed=3)
         c = compare_detections(eager(model, img), run_onnx(session, img))
         assert c.ok and c.count_reference > 0, f"{h}x{w}: {c}"
+
+
+@pytest.mark.parametrize("overrides", [[], ["MODEL.FPN.NORM", "bn", "MODEL.ROI_HEADS.BOX_HEAD", "convfc",
+                                            "MODEL.ROI_HEADS.CONV_DIMS", "[32,32]", "MODEL.RPN.CONV_DEPTH", "2"]],
+                         ids=["fpn_v1", "fpn_v2_batchnorm"])
+def test_fpn_detectors_export_for_every_size(overrides, tmp_path):
+    """Pyramid levels, per-level anchors (torchvision placement) and top-k, level-grouped NMS, MultiScaleRoIAlign,
+    placeholder labels never reported; v2's BatchNorm2d neck and conv box head."""
+    import onnx
+
+    from detection.engine.tasks import get_task
+
+    cfg = tiny_fpn_config(overrides)
+    torch.manual_seed(0)
+    model = make_confident(get_task(cfg).build_model(cfg)).eval()
+    path = export_onnx(model, str(tmp_path / "fpn.onnx"), image(128, 160))
+    assert {n.domain for n in onnx.load(path).graph.node} <= {"", "ai.onnx"}
+    session = onnx_session(path)
+    program = export_program(model, image(128, 160)).module()
+    reported = model.roi_heads.reported_classes
+    for h, w in [(128, 160), (300, 90), (40, 500)]:
+        img = image(h, w, seed=7)
+        ref = eager(model, img)
+        c = compare_detections(ref, run_onnx(session, img))
+        assert c.ok and c.count_reference > 0, f"{h}x{w}: {c}"
+        with torch.no_grad():
+            got = dict(zip(("boxes", "scores", "labels"), program(img)))
+        assert compare_detections(ref, got).ok, f"{h}x{w} (torch.export)"
+        assert bool(reported[got["labels"]].all())  # no 'N/A' label
 
 
 def test_no_detections_is_empty_outputs_not_an_error(tmp_path):

@@ -169,7 +169,7 @@ class DetectorExport(nn.Module):
     # -- RoI heads -------------------------------------------------------------------------------------------------
     def pool(self, features, rois: Tensor) -> Tensor:
         """The RoI heads' pooler on [R, 5] rois; MultiScaleRoIAlign's per-level loop without its `if any RoI`
-        (every level is pooled, possibly on no RoI) so the graph holds every level."""
+        (every level is pooled, possibly on no RoI), so the graph holds every level."""
         pooler = self.model.roi_heads.pooler
         if not hasattr(pooler, "level_names"):
             return pooler(features, rois)
@@ -187,8 +187,10 @@ class DetectorExport(nn.Module):
         out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1]) + tuple(pooler.output_size))
         for lvl, (feat, sc) in enumerate(zip(feats, pooler.scales)):
             idx = torch.where(levels == lvl)[0]
-            out[idx] = roi_align(feat, rois[idx], pooler.output_size, sc, pooler.sampling_ratio,
-                                 pooler.aligned).to(out.dtype)
+            pooled = roi_align(feat, rois[idx], pooler.output_size, sc, pooler.sampling_ratio, pooler.aligned)
+            # a scatter (ScatterElements) rather than out[idx] = ...: the exporter's index_put fixes the shape
+            # of the values it saw when the example had one RoI at a level
+            out = out.scatter(0, idx.view(-1, 1, 1, 1).expand_as(pooled), pooled.to(out.dtype))
         return out
 
     def detections(self, features, proposals: Tensor, size: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
