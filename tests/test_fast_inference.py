@@ -48,6 +48,20 @@ def test_folding_batchnorm_into_convs_keeps_the_outputs(name, frozen):
     assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
 
 
+def test_packed_convolutions_equal_the_channels_last_conv_for_every_input_size():
+    from detection.export.fast import PackedConv2d
+
+    torch.manual_seed(0)
+    for k, stride, groups in [(3, 1, 1), (1, 2, 1), (3, 2, 16), (7, 2, 1)]:
+        conv = nn.Conv2d(16, 32 if groups == 1 else 16, k, stride, k // 2, groups=groups).eval()
+        conv.to(memory_format=torch.channels_last)
+        packed = PackedConv2d(conv)
+        with torch.no_grad():
+            for shape in [(1, 16, 40, 50), (5, 16, 17, 93), (0, 16, 14, 14)]:  # packed on the first, then reused
+                x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+                assert torch.equal(packed(x), conv(x)), (k, stride, groups, shape)
+
+
 def test_a_training_batchnorm_is_not_folded():
     block = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).train()
     assert fold_batchnorm(block) == 0 and isinstance(block[1], nn.BatchNorm2d)
@@ -62,6 +76,8 @@ def quickstart():
 def test_fast_quickstart_detections_equal_eager(quickstart, channels_last):
     fast = optimize_for_inference(copy.deepcopy(quickstart), channels_last=channels_last)
     assert fast._fast_inference["folded"] > 30
+    n_convs = sum(isinstance(m, nn.Conv2d) for m in quickstart.modules())  # MobileNetV2 trunk + RPN head
+    assert fast._fast_inference["packed"] == (n_convs if channels_last else 0)
     for h, w in [(240, 320), (400, 220), (60, 700)]:
         img = torch.rand((3, h, w), generator=torch.Generator().manual_seed(h + w))
         with torch.no_grad():

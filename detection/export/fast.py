@@ -4,10 +4,13 @@
     with torch.inference_mode():
         outputs = model(images)                    # the eager model's detections (float32 rounding apart)
 
-Folding (fold_bn.py) removes one memory pass per BatchNorm. channels_last (NHWC) lets oneDNN / cuDNN pick
+Folding (fold_bn.py) removes the BatchNorms' elementwise passes. channels_last (NHWC) lets oneDNN / cuDNN pick
 their faster convolution kernels, and the CPU RoIAlign reads NHWC maps without a copy; `channels_last=None`
 chooses it by device: CUDA, or a CPU build with oneDNN (measured faster for MobileNetV2 and ResNet-50 alike,
-docs/benchmarks.md). The model must not be trained afterwards.
+docs/benchmarks.md). On such a CPU the convolutions' weights are also reordered once into oneDNN's layout
+(`PackedConv2d`, the weight prepacking torch.compile's CPU backend does) instead of at every call: the same
+oneDNN convolution on the same NHWC input, so the same numbers. The model must not be trained afterwards, nor
+moved to another device.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from torch import nn
 
 from detection.export.fold_bn import fold_batchnorm
 
-__all__ = ["optimize_for_inference", "prefers_channels_last"]
+__all__ = ["optimize_for_inference", "prefers_channels_last", "pack_conv_weights", "PackedConv2d"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,20 +34,77 @@ def prefers_channels_last(device: torch.device) -> bool:
     return torch.device(device).type == "cpu" and torch.backends.mkldnn.is_available()
 
 
+class PackedConv2d(nn.Module):
+    """A Conv2d for the CPU whose weight is reordered once into oneDNN's blocked layout; forward(x) is the oneDNN
+    convolution of x in NHWC (bit for bit the Conv2d's on an NHWC input). `weight` and `bias` stay as they were
+    (parameter counts, summaries); the packed copy is not part of the state dict."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.weight, self.bias = conv.weight, conv.bias
+        self.padding, self.stride = list(conv.padding), list(conv.stride)
+        self.dilation, self.groups = list(conv.dilation), int(conv.groups)
+        self._packed: Optional[torch.Tensor] = None
+
+    def _pack(self, shape) -> torch.Tensor:
+        # oneDNN picks the layout for an input shape; the first call's (a trunk's batch of one, a RoI head's
+        # batch of RoIs) serves every later shape too (any layout is correct for any input)
+        return torch.ops.mkldnn._reorder_convolution_weight(self.weight.detach().contiguous(), self.padding,
+                                                            self.stride, self.dilation, self.groups, list(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        if x.numel() == 0:  # no RoI: nothing to pack for
+            return nn.functional.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                                        self.groups)
+        if self._packed is None:
+            self._packed = self._pack(x.shape)
+        return torch.ops.mkldnn._convolution_pointwise(x, self._packed, self.bias, self.padding, self.stride,
+                                                       self.dilation, self.groups, "none", [], "")
+
+    def extra_repr(self) -> str:
+        return (f"{self.weight.shape[1] * self.groups}, {self.weight.shape[0]}, kernel_size="
+                f"{tuple(self.weight.shape[2:])}, stride={tuple(self.stride)}, padding={tuple(self.padding)}, "
+                f"groups={self.groups}, packed for oneDNN")
+
+
+def _packable(conv: nn.Module) -> bool:
+    return (type(conv) is nn.Conv2d and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+            and conv.weight.dtype == torch.float32 and conv.weight.device.type == "cpu")
+
+
+def pack_conv_weights(model: nn.Module) -> int:
+    """Replace every float32 CPU Conv2d by a PackedConv2d, in place; returns how many (0 when this torch build
+    has no oneDNN convolution ops)."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")):
+        return 0
+    n = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if _packable(child):
+                setattr(module, name, PackedConv2d(child))
+                n += 1
+    return n
+
+
 def optimize_for_inference(model: nn.Module, device: Optional[torch.device] = None,
                            channels_last: Optional[bool] = None) -> nn.Module:
     """Eval mode, every frozen / eval BatchNorm folded into its conv, no gradients, and (by `channels_last`,
-    None = prefers_channels_last) NHWC weights. In place; returns the model."""
+    None = prefers_channels_last) NHWC weights, prepacked for oneDNN on the CPU. In place; returns the model."""
     model.eval()
     model.requires_grad_(False)
     n = fold_batchnorm(model)
     if device is None:
         device = next(model.parameters()).device
     use_cl = prefers_channels_last(device) if channels_last is None else bool(channels_last)
+    packed = 0
     if use_cl:
         for m in model.modules():
             if isinstance(m, nn.Conv2d):
                 m.to(memory_format=torch.channels_last)
-    logger.info("fast inference: %d BatchNorm(s) folded, channels_last %s", n, "on" if use_cl else "off")
-    model._fast_inference = {"folded": n, "channels_last": use_cl}
+        if torch.device(device).type == "cpu":
+            packed = pack_conv_weights(model)
+    logger.info("fast inference: %d BatchNorm(s) folded, channels_last %s, %d conv weights packed for oneDNN", n,
+                "on" if use_cl else "off", packed)
+    model._fast_inference = {"folded": n, "channels_last": use_cl, "packed": packed}
     return model
