@@ -32,7 +32,7 @@ build: $(EXT_STAMP)
 test: setup
 	$(PY) -m pytest -q
 
-# The detection quick start: synthetic VOC data -> train configs/quickstart_fpn.yaml on the CPU -> test -> demo.
+# The detection quick start: synthetic VOC data -> train configs/quickstart.yaml on the CPU -> test -> demo.
 demo: setup
 	$(PY) tools/quickstart.py $(if $(FRESH),--fresh,)
 

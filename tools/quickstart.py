@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """The detection quick start (`make demo`): generate data -> train -> test_net -> demo, on the CPU.
 
-  python tools/quickstart.py [--cfg configs/quickstart_fpn.yaml] [--fresh] [--num-demo 8]
+  python tools/quickstart.py [--cfg configs/quickstart.yaml] [--fresh] [--num-demo 8]
 
-(configs/quickstart.yaml is the same run without the feature pyramid: C4, 1.3x faster, lower mAP.)
+(--cfg configs/quickstart_fpn.yaml: the same run with a feature pyramid; docs/benchmarks.md compares them.)
 
 1. writes the synthetic VOC + COCO dataset to DATA.ROOT (kept when it exists with the same parameters);
 2. trains the config (`tools/train_net.py --resume`: a finished run in OUTPUT_DIR is reused, an interrupted one
@@ -33,7 +33,7 @@ DATASET_FLAGS = ["--num-train", "200", "--num-test", "60", "--seed", "0"]
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="quickstart.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--cfg", default=os.path.join(ROOT, "configs", "quickstart_fpn.yaml"))
+    p.add_argument("--cfg", default=os.path.join(ROOT, "configs", "quickstart.yaml"))
     p.add_argument("--fresh", action="store_true", help="train from scratch even if OUTPUT_DIR holds a run")
     p.add_argument("--num-demo", type=int, default=8, help="held-out images to draw (default 8)")
     return p
