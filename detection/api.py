@@ -50,21 +50,6 @@ def _config_from_checkpoint(weights: str, overrides: Sequence[str]):
     return merge_from_list(cfg, list(overrides))
 
 
-def _with_resolved_classes(cfg):
-    """A copy of cfg with DATA.CLASSES from its _RESOLVED_ section (class names train_net found in the data, e.g.
-    COCO categories) when DATA.CLASSES is []: the deployed model then needs no dataset to know its classes."""
-    import copy
-
-    from detection.config.loading import RESOLVED_KEY
-
-    names = (cfg.get(RESOLVED_KEY) or {}).get("CLASSES")
-    if cfg.DATA.CLASSES or int(cfg.MODEL.NUM_CLASSES) or not names:
-        return cfg
-    cfg = copy.deepcopy(cfg)
-    cfg.DATA.CLASSES = list(names)
-    return cfg
-
-
 def _run_folder(run_dir: str):
     """(config.yaml, checkpoint) of a train_net output folder; FileNotFoundError saying what is missing."""
     from detection.engine.checkpoint import read_last_checkpoint
@@ -147,7 +132,6 @@ class Predictor:
         from detection.engine.launch import load_inference_model, resolve_device
         from detection.engine.tasks import get_task
 
-        cfg = _with_resolved_classes(cfg)
         task = get_task(cfg)
         if weights is not None and not os.path.isfile(weights):
             raise FileNotFoundError(f"weights {weights}: no such file")

@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from detection.config import get_default_config
+from detection.config import get_default_config, merge_from_dict
 from detection.modeling.build import META_ARCHITECTURES, build_model
 from detection.modeling.faster_rcnn import FasterRCNN
 from detection.modeling.preprocess import ImagePreprocessor
@@ -32,13 +32,7 @@ def small_cfg(**overrides):
     cfg.TEST.RPN_PRE_NMS_TOP_N, cfg.TEST.RPN_POST_NMS_TOP_N = 500, 100
     cfg.TRAIN.RPN_MIN_SIZE = cfg.TEST.RPN_MIN_SIZE = 4
     cfg.TRAIN.RPN_BATCHSIZE, cfg.TRAIN.BATCH_SIZE = 128, 64
-    for k, v in overrides.items():
-        node = cfg
-        *parents, leaf = k.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = v
-    return cfg
+    return merge_from_dict(cfg, overrides, source="test overrides")
 
 
 def make_model(seed=0, **overrides):

@@ -80,14 +80,14 @@ def test_torch_export_program_reproduces_eager_detections_in_a_fresh_process(tmp
     torch.save(images, tmp_path / "images.pt")
     script = ("import sys, torch, detection\n"
               "program = torch.export.load(sys.argv[1]).module()\n"
-              "images = torch.load(sys.argv[2])\n"
+              "images = torch.load(sys.argv[2], weights_only=True)\n"
               "with torch.no_grad():\n"
               "    torch.save([tuple(program(im)) for im in images], sys.argv[3])\n")
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "NO_ALBUMENTATIONS_UPDATE": "1"}
     subprocess.run([sys.executable, "-c", script, path, str(tmp_path / "images.pt"), str(tmp_path / "out.pt")],
                    check=True, env=env, timeout=300)
-    outputs = torch.load(tmp_path / "out.pt")
+    outputs = torch.load(tmp_path / "out.pt", weights_only=True)
     for img, (boxes, scores, labels) in zip(images, outputs):
         c = compare_detections(eager(model, img), {"boxes": boxes, "scores": scores, "labels": labels})
         assert c.ok and c.count_reference > 0, str(c)

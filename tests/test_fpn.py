@@ -16,7 +16,7 @@ from torchvision.ops import misc as tv_misc
 from torchvision.ops import poolers as tv_poolers
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork as TVFPN, LastLevelMaxPool
 
-from detection.config import ConfigError, get_default_config
+from detection.config import ConfigError, get_default_config, merge_from_dict
 from detection.modeling.anchors import build_anchor_generator
 from detection.modeling.backbone import FixedBatchNorm2d, build_backbone
 from detection.modeling.box_coder import BoxCoder
@@ -226,13 +226,7 @@ def fpn_cfg(**overrides):
     cfg.TEST.RPN_PRE_NMS_TOP_N, cfg.TEST.RPN_POST_NMS_TOP_N = 200, 100
     cfg.TRAIN.RPN_MIN_SIZE = cfg.TEST.RPN_MIN_SIZE = 2
     cfg.TRAIN.RPN_BATCHSIZE, cfg.TRAIN.BATCH_SIZE = 128, 64
-    for key, value in overrides.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return cfg
+    return merge_from_dict(cfg, overrides, source="test overrides")
 
 
 def _target(boxes, labels):

@@ -41,9 +41,17 @@ class Task:
     def resolve_class_names(self, cfg) -> List[str]:
         """The class names the model is built for (labels 1..K for detection, 0..K-1 for classification):
         DATA.CLASSES, or what the family finds in the data when it is [] (the data layer may be read here,
-        never by the model). Computed once per task object."""
+        never by the model). A config dumped by train_net carries those names in its ``_RESOLVED_`` section; they
+        are used when DATA.CLASSES and MODEL.NUM_CLASSES are unset, so a trained model needs no dataset to know its
+        classes. Computed once per task object."""
         if getattr(self, "_class_names", None) is None:
-            self._class_names = list(self._find_class_names(cfg))
+            from detection.config.loading import RESOLVED_KEY
+
+            recorded = (cfg.get(RESOLVED_KEY) or {}).get("CLASSES")
+            if recorded and not cfg.DATA.CLASSES and not int(cfg.MODEL.NUM_CLASSES):
+                self._class_names = list(recorded)
+            else:
+                self._class_names = list(self._find_class_names(cfg))
         return list(self._class_names)
 
     def _find_class_names(self, cfg) -> List[str]:

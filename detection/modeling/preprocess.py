@@ -16,7 +16,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from detection.ops.resize import resize_image, resize_scale, resized_size
+from detection.ops.resize import RESIZE_RULES, resize_image, resize_scale, resized_size
 
 
 class Batch(NamedTuple):
@@ -54,7 +54,8 @@ class ImagePreprocessor(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1), False)
         self.test_min_size, self.test_max_size = test_min_size, test_max_size
         self.train_min_sizes, self.train_max_size = tuple(train_min_sizes), train_max_size
-        resize_scale(1, 1, 1, 1, resize_rule)  # validates the rule
+        if resize_rule not in RESIZE_RULES:
+            raise ValueError(f"resize rule must be one of {list(RESIZE_RULES)}, got {resize_rule!r}")
         self.resize_rule = resize_rule
         self._normalise_first = resize_rule == "torchvision"
         self.size_divisibility = size_divisibility
