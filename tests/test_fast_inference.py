@@ -14,7 +14,9 @@ import detection
 from detection.export import compare_detections, fold_batchnorm, optimize_for_inference
 from detection.export.fold_bn import is_foldable_bn
 from detection.modeling.backbone import convert_frozen_batchnorm
-from model_fixtures import QUICKSTART_CLASSES, build_seeded, quickstart_config, tiny_config, write_run_folder
+from detection.ops.winograd import WinogradConv2d
+from model_fixtures import (QUICKSTART_CLASSES, build_seeded, quickstart_config, tiny_config, tiny_fpn_config,
+                            write_run_folder)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,7 +79,9 @@ def test_fast_quickstart_detections_equal_eager(quickstart, channels_last):
     fast = optimize_for_inference(copy.deepcopy(quickstart), channels_last=channels_last)
     assert fast._fast_inference["folded"] > 30
     n_convs = sum(isinstance(m, nn.Conv2d) for m in quickstart.modules())  # MobileNetV2 trunk + RPN head
-    assert fast._fast_inference["packed"] == (n_convs if channels_last else 0)
+    assert fast._fast_inference["winograd"] == 1  # the RPN head's 3x3 (the trunk's are depthwise or strided)
+    assert isinstance(fast.rpn.head.conv, WinogradConv2d)
+    assert fast._fast_inference["packed"] == (n_convs - 1 if channels_last else 0)
     for h, w in [(240, 320), (400, 220), (60, 700)]:
         img = torch.rand((3, h, w), generator=torch.Generator().manual_seed(h + w))
         with torch.no_grad():
@@ -106,3 +110,46 @@ def test_load_fast_and_the_tools_fast_flag(quickstart, tmp_path):
     assert demo_tool.main(["--cfg", os.path.join(tiny, "config.yaml"), "--input", str(tmp_path / "a.png"),
                            "--output", str(tmp_path / "demo"), "--fast"]) == 0
     assert (tmp_path / "demo" / "a.jpg").is_file()
+
+
+def test_winograd_goes_after_the_trunk_unless_asked_everywhere():
+    """R50-FPN: "heads" (the default) turns the 4 FPN output convs and the RPN head's conv into Winograd
+    convolutions and leaves the trunk's 13 eligible 3x3 convs to oneDNN; "all" takes those too; "none" none."""
+    from detection.config import load_config
+    from detection.modeling.build import build_model
+
+    cfg = load_config(os.path.join(ROOT, "configs", "faster_rcnn_r50_fpn_coco.yaml"),
+                      ["MODEL.BACKBONE.WEIGHTS", "''", "DEVICE", "cpu"])
+    torch.manual_seed(0)
+    model = build_model(cfg, num_classes=91).eval()
+    counts = {}
+    for where in ("heads", "all", "none"):
+        fast = optimize_for_inference(copy.deepcopy(model), torch.device("cpu"), winograd=where)
+        counts[where] = fast._fast_inference["winograd"]
+        if where == "heads":
+            assert isinstance(fast.rpn.head.conv, WinogradConv2d)
+            assert not any(isinstance(m, WinogradConv2d) for m in fast.backbone.body.modules())
+    assert counts == {"heads": 5, "all": 18, "none": 0}
+    with pytest.raises(ValueError, match="winograd='some'"):
+        optimize_for_inference(copy.deepcopy(model), torch.device("cpu"), winograd="some")
+
+
+def test_fast_fpn_detections_equal_eager():
+    """An FPN detector whose 64-channel pyramid outputs and RPN conv run as Winograd convolutions keeps the eager
+    detections within the fast path's bounds."""
+    from detection.engine.tasks import get_task
+    from model_fixtures import make_confident
+
+    cfg = tiny_fpn_config(["MODEL.FPN.OUT_CHANNELS", "64"])
+    torch.manual_seed(0)
+    model = make_confident(get_task(cfg).build_model(cfg)).eval()  # the task resolves the 91 COCO labels
+    fast = optimize_for_inference(copy.deepcopy(model))
+    assert fast._fast_inference["winograd"] == 4  # P2..P4 outputs + the RPN conv
+    for h, w in [(128, 160), (150, 97)]:
+        img = torch.rand((3, h, w), generator=torch.Generator().manual_seed(h * w))
+        with torch.no_grad():
+            ref = model([img])[0]
+        with torch.inference_mode():
+            got = fast([img])[0]
+        c = compare_detections(ref, got)
+        assert c.ok and c.count_reference > 0, f"{h}x{w}: {c}"

@@ -123,6 +123,20 @@ def test_test_net_with_tta_writes_metrics_predictions_and_voc_files(trained, tmp
         assert (res / f"comp4_det_test_{c}.txt").is_file() and (res / f"pr_{c}.png").is_file()
 
 
+def test_test_net_fast_gives_the_eager_evaluation(trained, tmp_path):
+    """test_net --fast (BatchNorm folded, channels_last, Winograd heads, inference_mode) scores the run's own
+    evaluation images as the eager evaluation train_net wrote: the same APs up to float rounding."""
+    cfg, out = trained
+    res = tmp_path / "fast"
+    assert test_tool.main(["--cfg", cfg, "--fast", "--output", str(res), "--no-progress", "--set",
+                           "DATA.TEST_SET", "2007_trainval"]) == 0
+    eager = json.load(open(os.path.join(out, "inference", "metrics.json")))
+    fast = json.load(open(res / "metrics.json"))
+    assert eager["mAP"] >= TRAINED_MAP and set(fast["AP"]) == set(CLASSES)
+    for c in CLASSES:
+        assert abs(fast["AP"][c] - eager["AP"][c]) <= 1e-3, (c, fast["AP"], eager["AP"])
+
+
 def test_test_net_on_the_coco_json_of_the_same_images(trained, dataset_root, tmp_path):
     cfg, out = trained
     res = tmp_path / "coco"

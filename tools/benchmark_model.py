@@ -9,7 +9,8 @@ Both models get the same trunk and per-RoI head (copies of one randomly initiali
 downloaded), the same RPN and box-predictor weights, the same anchors (3 sizes x 3 ratios at stride 16), the
 same proposal counts (py-faster-rcnn: 12000/2000 pre/post-NMS in training, 6000/300 at test), the same sampled
 anchors (256) and RoIs (128) per image, the same RoIAlign output size, and images whose size needs no resize.
-Inference is timed per image (batch of 1, no_grad); a training step is forward + backward + SGD step on
+Inference is timed per image (batch of 1, no_grad), ours also as `fast=True` (detection/export/fast.py:
+BatchNorm folded, channels_last, Winograd convolutions after the trunk; inference_mode); a training step is forward + backward + SGD step on
 `--ims-per-batch` images with 3 random ground-truth boxes each. Calls alternate (ours, torchvision, backbone
 alone) so a busy machine slows all alike; the table shows medians after warm-up, and the same as throughput:
 images/s for inference, iterations/s for training. On CUDA every timed call ends with a synchronisation, and
@@ -52,6 +53,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor  # noqa: 
 from torchvision.models.detection.rpn import AnchorGenerator as TVAnchorGenerator  # noqa: E402
 
 from detection.config import get_default_config  # noqa: E402
+from detection.export.fast import optimize_for_inference  # noqa: E402
 from detection.modeling.build import build_model  # noqa: E402
 
 NUM_CLASSES = 20  # VOC
@@ -285,7 +287,10 @@ def bench(backbone, height, width, repeats, warmup, ims_per_batch, log, device=t
     images, targets = make_inputs(max(ims_per_batch, 1), height, width)
     images = [im.to(device) for im in images]
     targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-    keys = ("inf_ours", "inf_tv", "inf_bb", "inf_ratio", "train_ours", "train_tv", "train_bb", "train_ratio")
+    # fast=True (detection/export/fast.py: BatchNorm folded, channels_last, Winograd heads), timed beside the others
+    fast = optimize_for_inference(copy.deepcopy(ours), device)
+    keys = ("inf_ours", "inf_tv", "inf_bb", "inf_ratio", "train_ours", "train_tv", "train_bb", "train_ratio",
+            "inf_fast", "inf_fast_ratio")
     res = {k: [] for k in keys}
     counts = {}
     opts = {m: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-6, momentum=0.9)
@@ -299,6 +304,10 @@ def bench(backbone, height, width, repeats, warmup, ims_per_batch, log, device=t
         model.eval()
         with torch.no_grad(), autocast():
             return model(images[:1])
+
+    def infer_fast():
+        with torch.inference_mode(), autocast():
+            return fast(images[:1])
 
     def train_step(model):
         model.train()
@@ -325,6 +334,7 @@ def bench(backbone, height, width, repeats, warmup, ims_per_batch, log, device=t
             t_inf[m], dets[m] = timed(lambda: infer(m), device)
             if m is ours:
                 bb_inf = seconds_in_trunk()
+        t_fast, _ = timed(infer_fast, device)
         for m in order:
             if clock is not None:
                 clock.reset()
@@ -334,9 +344,9 @@ def bench(backbone, height, width, repeats, warmup, ims_per_batch, log, device=t
                 bb_train = seconds_in_trunk()
         counts = {"det_ours": len(dets[ours][0]["boxes"]), "det_tv": len(dets[tv][0]["boxes"])}
         values = (t_inf[ours], t_inf[tv], bb_inf, t_inf[ours] / t_inf[tv],
-                  t_train[ours], t_train[tv], bb_train, t_train[ours] / t_train[tv])
+                  t_train[ours], t_train[tv], bb_train, t_train[ours] / t_train[tv], t_fast, t_fast / t_inf[tv])
         log(f"  {backbone} {'amp' if amp else 'fp32'} {'warm-up' if r < warmup else 'repeat'} {r}: inference ours "
-            f"{values[0]:.3f}s (backbone {bb_inf:.3f}s) tv {values[1]:.3f}s | train ours {values[4]:.3f}s (backbone "
+            f"{values[0]:.3f}s (backbone {bb_inf:.3f}s) fast=True {t_fast:.3f}s tv {values[1]:.3f}s | train ours {values[4]:.3f}s (backbone "
             f"{bb_train:.3f}s) tv {values[5]:.3f}s")
         if r >= warmup:
             for k, v in zip(keys, values):
@@ -370,7 +380,13 @@ def table(rows, args):
     for name, precision, m in rows:
         img = f"{args.size[0]}x{args.size[1]}"
         for what, key, unit in (("inference / image", "inf", "img/s"),
+                                ("inference / image, fast=True", "inf_fast", "img/s"),
                                 (f"train step ({args.ims_per_batch} img)", "train", "it/s")):
+            if key == "inf_fast":
+                ours, tv_s = m["inf_fast"], m["inf_tv"]
+                lines.append(f"| {name} | {args.device} | {precision} | {img} | {what} | {ours:.3f} | {tv_s:.3f} | "
+                             f"{1 / ours:.1f} {unit} | {1 / tv_s:.1f} {unit} | {m['inf_fast_ratio']:.2f}x | n/a |")
+                continue
             ours = m[f"{key}_ours"]
             if m["trunk_timed"]:
                 outside = max(ours - m[f"{key}_bb"], 0.0)
@@ -440,7 +456,7 @@ def main(argv=None):
                       f, indent=1)
     if args.append:
         machine = where if device.type == "cuda" else "machine: 2-core CPU (shared)"
-        section = (f"\n## Model ({args.device.upper()})\n\n{datetime.date(2026, 12, 1).isoformat()}, {machine}, "
+        section = (f"\n## Model ({args.device.upper()})\n\n{datetime.date.today().isoformat()}, {machine}, "
                    f"torch {torch.__version__}, torchvision {torchvision.__version__}. "
                    f"`python tools/benchmark_model.py` (FasterRCNN vs torchvision's FasterRCNN with the same "
                    f"trunk, head, anchors and proposal counts).\n\n{md}\n\n{note}\n")

@@ -130,12 +130,13 @@ int64_t grain_for(int64_t channels, int64_t pooled_height, int64_t pooled_width,
 }
 
 // Forward of one RoI for channels [c0, c0 + nc): in_b is the RoI's image, channels-last [H, W, C] (tap offsets
-// are already multiplied by C); out_n its [C, pooled_height, pooled_width] output; buf a [bins, nc] buffer.
+// are already multiplied by C); out_n its [C, pooled_height, pooled_width] output, or with channels_last_out its
+// [pooled_height, pooled_width, C] output of `channels` channels; buf a [bins, nc] buffer.
 // Per channel the sums run in torchvision's order (iy, then ix, then the four corners), so the result is
 // bit-identical; the loop over channels is what the compiler vectorises.
 template <typename T>
 void align_forward_roi(const RoiGeometry<T>& g, int64_t pooled_height, int64_t pooled_width, const T* in_b,
-                       int64_t c0, int64_t nc, T* out_n, T* buf) {
+                       int64_t c0, int64_t nc, T* out_n, T* buf, bool channels_last_out, int64_t channels) {
   const int64_t bins = pooled_height * pooled_width;
   for (int64_t ph = 0; ph < pooled_height; ++ph) {
     const Tap<T>* y0 = g.ys.data() + g.ybeg[ph];
@@ -158,7 +159,11 @@ void align_forward_roi(const RoiGeometry<T>& g, int64_t pooled_height, int64_t p
       for (int64_t c = 0; c < nc; ++c) acc[c] /= g.count;
     }
   }
-  bin_major_to_channel_major(buf, bins, nc, out_n + c0 * bins);
+  if (channels_last_out) {
+    for (int64_t bin = 0; bin < bins; ++bin) std::copy(buf + bin * nc, buf + (bin + 1) * nc, out_n + bin * channels + c0);
+  } else {
+    bin_major_to_channel_major(buf, bins, nc, out_n + c0 * bins);
+  }
 }
 
 // Backward of one RoI for channels [c0, c0 + nc): grad_n is the RoI's [C, pooled_height, pooled_width] output
@@ -206,7 +211,13 @@ at::Tensor roi_align_forward_cpu(const at::Tensor& input_, const at::Tensor& roi
   const at::Tensor rois = rois_.contiguous();
   const int64_t num_rois = rois.size(0), channels = input_.size(1);
   const int64_t height = input_.size(2), width = input_.size(3);
-  at::Tensor output = at::empty({num_rois, channels, pooled_height, pooled_width}, input_.options());
+  // A channels_last map gives a channels_last output (what the convolutions of a per-RoI head read in the fast
+  // path), any other a contiguous one; the values are the same.
+  const bool channels_last_out = input_.dim() == 4 && channels > 1 &&
+                                 input_.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+  at::Tensor output = at::empty({num_rois, channels, pooled_height, pooled_width},
+                                input_.options().memory_format(channels_last_out ? at::MemoryFormat::ChannelsLast
+                                                                                 : at::MemoryFormat::Contiguous));
   if (output.numel() == 0) return output;
   // Channels-last [B, H, W, C] (free when the input already is): the C values of a pixel are contiguous.
   const at::Tensor input = input_.permute({0, 2, 3, 1}).contiguous();
@@ -232,12 +243,16 @@ at::Tensor roi_align_forward_cpu(const at::Tensor& input_, const at::Tensor& roi
         const int64_t c0 = k0 * kChannelChunk, c1 = std::min(channels, k1 * kChannelChunk);
         T* out_n = out + n * channels * bins;
         if (g.empty) {
-          std::fill(out_n + c0 * bins, out_n + c1 * bins, T(0));
+          if (channels_last_out) {
+            for (int64_t bin = 0; bin < bins; ++bin) std::fill(out_n + bin * channels + c0, out_n + bin * channels + c1, T(0));
+          } else {
+            std::fill(out_n + c0 * bins, out_n + c1 * bins, T(0));
+          }
           return;
         }
         for (int64_t c = c0; c < c1; c += kChannelChunk) {
           align_forward_roi(g, pooled_height, pooled_width, in + batch[n] * image, c,
-                            std::min(kChannelChunk, c1 - c), out_n, buf.data());
+                            std::min(kChannelChunk, c1 - c), out_n, buf.data(), channels_last_out, channels);
         }
       });
     });

@@ -9,8 +9,11 @@ their faster convolution kernels, and the CPU RoIAlign reads NHWC maps without a
 chooses it by device: CUDA, or a CPU build with oneDNN (measured faster for MobileNetV2 and ResNet-50 alike,
 docs/benchmarks.md). On such a CPU the convolutions' weights are also reordered once into oneDNN's layout
 (`PackedConv2d`, the weight prepacking torch.compile's CPU backend does) instead of at every call: the same
-oneDNN convolution on the same NHWC input, so the same numbers. The model must not be trained afterwards, nor
-moved to another device.
+oneDNN convolution on the same NHWC input, so the same numbers. Every 3x3 / stride-1 convolution with 64+
+channels can become a Winograd F(4x4, 3x3) convolution on the CPU (`WinogradConv2d`, detection/ops/winograd.py: 4x fewer
+multiplications, 1.5-3x faster than oneDNN there, float32 error ~1e-5 relative): by default only after the trunk
+(FPN outputs, RPN head, per-RoI head), `winograd="all"` also in the trunk, "none" never.
+The model must not be trained afterwards, nor moved to another device.
 """
 from __future__ import annotations
 
@@ -21,8 +24,16 @@ import torch
 from torch import nn
 
 from detection.export.fold_bn import fold_batchnorm
+from detection.ops.winograd import WinogradConv2d, winograd_available, winograd_eligible
 
-__all__ = ["optimize_for_inference", "prefers_channels_last", "pack_conv_weights", "PackedConv2d"]
+# Where the fast path uses Winograd convolutions on the CPU. "heads" (the default): after the trunk only. Its
+# float32 error (~1e-5 relative per convolution) compounds through a trunk's depth: on a random-weight R50-FPN
+# "all" moved scores by 2.2e-4 (outside the fast path's 1e-4 bound) where "heads" adds nothing measurable
+# (docs/benchmarks.md). "all" is the fastest.
+WINOGRAD_CHOICES = ("heads", "all", "none")
+
+__all__ = ["WINOGRAD_CHOICES", "optimize_for_inference", "prefers_channels_last", "pack_conv_weights", "PackedConv2d",
+           "use_winograd_convs"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,24 +98,54 @@ def pack_conv_weights(model: nn.Module) -> int:
     return n
 
 
+def _trunk_modules(model: nn.Module) -> set:
+    """ids of the modules of the detector's trunk: `model.backbone.body` (FPN: the neck is not trunk) or
+    `model.backbone`; the whole model when it has no `backbone`."""
+    backbone = getattr(model, "backbone", None)
+    trunk = getattr(backbone, "body", backbone) if isinstance(backbone, nn.Module) else model
+    return {id(m) for m in trunk.modules()}
+
+
+def use_winograd_convs(model: nn.Module, where: str = "heads") -> int:
+    """Replace winograd_eligible Conv2ds (3x3, stride 1, 64+ channels, float32 CPU) by WinogradConv2d, in place:
+    `where` = "heads" (those after the trunk: FPN outputs, RPN head, per-RoI head), "all", or "none". Returns how
+    many (0 without the compiled ops: DETECTION_OPS=torchvision)."""
+    if where not in WINOGRAD_CHOICES:
+        raise ValueError(f"winograd={where!r} is not one of {WINOGRAD_CHOICES}")
+    if where == "none" or not winograd_available():
+        return 0
+    skip = _trunk_modules(model) if where == "heads" else set()
+    n = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if winograd_eligible(child) and id(child) not in skip:
+                setattr(module, name, WinogradConv2d(child))
+                n += 1
+    return n
+
+
 def optimize_for_inference(model: nn.Module, device: Optional[torch.device] = None,
-                           channels_last: Optional[bool] = None) -> nn.Module:
+                           channels_last: Optional[bool] = None, winograd: str = "heads") -> nn.Module:
     """Eval mode, every frozen / eval BatchNorm folded into its conv, no gradients, and (by `channels_last`,
-    None = prefers_channels_last) NHWC weights, prepacked for oneDNN on the CPU. In place; returns the model."""
+    None = prefers_channels_last) NHWC weights, prepacked for oneDNN on the CPU; on the CPU, 3x3 stride-1
+    convolutions of 64+ channels in Winograd form (`winograd`: "heads", "all" or "none"; see use_winograd_convs).
+    In place; returns the model."""
     model.eval()
     model.requires_grad_(False)
     n = fold_batchnorm(model)
     if device is None:
         device = next(model.parameters()).device
+    on_cpu = torch.device(device).type == "cpu"
     use_cl = prefers_channels_last(device) if channels_last is None else bool(channels_last)
+    wino = use_winograd_convs(model, winograd) if on_cpu else 0
     packed = 0
     if use_cl:
         for m in model.modules():
             if isinstance(m, nn.Conv2d):
                 m.to(memory_format=torch.channels_last)
-        if torch.device(device).type == "cpu":
+        if on_cpu:
             packed = pack_conv_weights(model)
-    logger.info("fast inference: %d BatchNorm(s) folded, channels_last %s, %d conv weights packed for oneDNN", n,
-                "on" if use_cl else "off", packed)
-    model._fast_inference = {"folded": n, "channels_last": use_cl, "packed": packed}
+    logger.info("fast inference: %d BatchNorm(s) folded, channels_last %s, %d Winograd convs, %d conv weights "
+                "packed for oneDNN", n, "on" if use_cl else "off", wino, packed)
+    model._fast_inference = {"folded": n, "channels_last": use_cl, "winograd": wino, "packed": packed}
     return model

@@ -55,7 +55,12 @@ torch.library.register_autograd("detection::roi_pool", _roi_pool_backward, setup
 
 @torch.library.register_fake("detection::roi_align")
 def _roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
-    return input.new_empty((rois.shape[0], input.shape[1], pooled_height, pooled_width))
+    shape = (rois.shape[0], input.shape[1], pooled_height, pooled_width)
+    # the CPU kernel answers a channels_last map with a channels_last output (csrc/cpu/roi_align_kernel.cpp)
+    if (input.device.type == "cpu" and input.dim() == 4 and input.shape[1] > 1
+            and not input.is_contiguous() and input.is_contiguous(memory_format=torch.channels_last)):
+        return input.new_empty(shape).contiguous(memory_format=torch.channels_last)
+    return input.new_empty(shape)
 
 
 @torch.library.register_fake("detection::roi_pool")
@@ -68,3 +73,13 @@ def _roi_pool_fake(input, rois, spatial_scale, pooled_height, pooled_width):
 def _nms_fake(dets, scores, iou_threshold):
     ctx = torch.library.get_ctx()
     return dets.new_empty((ctx.new_dynamic_size(),), dtype=torch.int64)
+
+
+@torch.library.register_fake("detection::_winograd_f4x3_input")
+def _winograd_input_fake(input, tile_begin, tile_end):
+    return input.new_empty((36, tile_end - tile_begin, input.shape[1]))
+
+
+@torch.library.register_fake("detection::_winograd_f4x3_output_")
+def _winograd_output_fake(out, products, bias, tile_begin, relu):
+    return None
