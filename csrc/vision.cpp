@@ -49,7 +49,7 @@ TORCH_LIBRARY(detection, m) {
       "int pooled_width, int batch_size, int channels, int height, int width) -> Tensor");
   // Winograd F(4x4, 3x3) transforms of the fast inference path (CPU only; csrc/cpu/winograd_kernel.cpp):
   // input [N, C, H, W] -> [36, tile_end - tile_begin, C]; products [36, T, K] -> tiles of out [N, K, H, W]
-  // (channels_last) from tile_begin on (+ bias, then relu).
+  // (channels_last or contiguous) from tile_begin on (+ bias, then relu).
   m.def("_winograd_f4x3_input(Tensor input, int tile_begin, int tile_end) -> Tensor");
   m.def("_winograd_f4x3_output_(Tensor(a!) out, Tensor products, Tensor? bias, int tile_begin, bool relu) -> ()");
   // No tensor arguments: one kernel for every backend (csrc/cuda/async_error.cuh explains the records).

@@ -16,15 +16,26 @@ pytestmark = pytest.mark.skipif(detection.ops._backend.USE_TORCHVISION,
 @pytest.mark.parametrize("shape", [(1, 3, 4, 4, 2), (2, 5, 9, 11, 7), (3, 8, 1, 1, 4), (1, 4, 5, 13, 3),
                                    (2, 6, 7, 7, 6)])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_float64_equals_direct_convolution(shape, with_bias):
+@pytest.mark.parametrize("layout", ["nchw", "nhwc", "strided"])
+def test_float64_equals_direct_convolution(shape, with_bias, layout):
     n, c, h, w, k = shape
     g = torch.Generator().manual_seed(h * 100 + w)
     x = torch.randn(n, c, h, w, dtype=torch.float64, generator=g)
     weight = torch.randn(k, c, 3, 3, dtype=torch.float64, generator=g)
     bias = torch.randn(k, dtype=torch.float64, generator=g) if with_bias else None
-    got = winograd_conv2d(x, winograd_weight(weight), bias)
     want = F.conv2d(x, weight, bias, padding=1)
-    assert got.shape == want.shape and got.is_contiguous(memory_format=torch.channels_last)
+    if layout == "nhwc":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        wide = torch.zeros(n, c, h, 2 * w, dtype=x.dtype)
+        wide[..., ::2] = x
+        x = wide[..., ::2]
+    got = winograd_conv2d(x, winograd_weight(weight), bias)
+    assert got.shape == want.shape
+    if layout == "nhwc" and c > 1 and h * w > 1:  # the output keeps a channels_last input's layout
+        assert got.is_contiguous(memory_format=torch.channels_last) and not got.is_contiguous()
+    else:
+        assert got.is_contiguous()
     assert (got - want).abs().max().item() < 1e-11
 
 
@@ -100,8 +111,9 @@ def test_bad_tile_ranges_and_shapes_are_refused():
     out = torch.empty(1, 3, 8, 8).contiguous(memory_format=torch.channels_last)
     with pytest.raises(RuntimeError, match="products have 2 channels, out 3"):
         torch.ops.detection._winograd_f4x3_output_(out, torch.zeros(36, 4, 2), None, 0, False)
-    with pytest.raises(RuntimeError, match="out must be a channels_last"):
-        torch.ops.detection._winograd_f4x3_output_(torch.empty(1, 3, 8, 8), torch.zeros(36, 4, 3), None, 0, False)
+    with pytest.raises(RuntimeError, match="out must be a channels_last or contiguous"):
+        torch.ops.detection._winograd_f4x3_output_(torch.empty(1, 3, 8, 16)[..., ::2], torch.zeros(36, 4, 3), None,
+                                                   0, False)
 
 
 def test_empty_inputs_give_empty_outputs():

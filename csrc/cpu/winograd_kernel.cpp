@@ -8,13 +8,13 @@
 //
 //   winograd_f4x3_input(x [N, C, H, W], t0, t1) -> V [36, t1 - t0, C]: tiles t0..t1 of the N * ceil(H / 4) *
 //       ceil(W / 4) tiles (n, i, j order), V[a * 6 + b, t] = (B^T d_t B)[a, b], d_t the zero-padded 6x6 patch
-//       whose top-left pixel is (4i - 1, 4j - 1); x is best channels_last (otherwise copied to it per call)
-//   winograd_f4x3_output_(y [N, K, H, W] channels_last, M [36, T, K], bias [K] or None, t0, relu): writes tiles
-//       t0..t0 + T of y = A^T M_t A (+ bias, then max(., 0))
+//       whose top-left pixel is (4i - 1, 4j - 1); x channels_last or contiguous (read in place)
+//   winograd_f4x3_output_(y [N, K, H, W] channels_last or contiguous, M [36, T, K], bias [K] or None, t0, relu):
+//       writes tiles t0..t0 + T of y = A^T M_t A (+ bias, then max(., 0))
 // The tile ranges let the caller run the three steps on blocks of tiles whose buffers stay in cache.
 //
-// Both work on channels-last data with the channel loop innermost (vectorised by the compiler) and run tiles in
-// parallel (at::parallel_for). With B^T, A^T the F(4, 3) matrices for the points 0, 1, -1, 2, -2 (written out
+// Both keep the channel loop innermost (vectorised by the compiler on channels-last data, strided on NCHW data: the
+// fast path's maps are channels_last, training's NCHW) and run tiles in parallel (at::parallel_for). With B^T, A^T the F(4, 3) matrices for the points 0, 1, -1, 2, -2 (written out
 // below), the result equals the direct convolution up to float rounding (about 4x the direct error in float32).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -94,7 +94,10 @@ at::Tensor winograd_f4x3_input_cpu(const at::Tensor& input_, int64_t tile_begin,
   const int64_t tiles = tile_end - tile_begin;
   at::Tensor out = at::empty({36, tiles, C}, input_.options());
   if (out.numel() == 0) return out;
-  const at::Tensor x = input_.permute({0, 2, 3, 1}).contiguous();  // [N, H, W, C]; free for channels_last input
+  // Read in place from a channels_last or a contiguous (NCHW) map; anything else is made contiguous first.
+  const bool nhwc = input_.is_contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor x = nhwc ? input_ : input_.contiguous();
+  const int64_t sN = x.stride(0), sC = x.stride(1), sH = x.stride(2), sW = x.stride(3);
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "winograd_f4x3_input_cpu", [&] {
     using T = scalar_t;
@@ -116,8 +119,12 @@ at::Tensor winograd_f4x3_input_cpu(const at::Tensor& input_, int64_t tile_begin,
               if (y < 0 || y >= H || xx < 0 || xx >= W) {
                 std::fill(dst, dst + nc, T(0));
               } else {
-                const T* src = in + ((n * H + y) * W + xx) * C + c0;
-                std::copy(src, src + nc, dst);
+                const T* src = in + n * sN + y * sH + xx * sW + c0 * sC;
+                if (sC == 1) {
+                  std::copy(src, src + nc, dst);
+                } else {
+                  for (int64_t c = 0; c < nc; ++c) dst[c] = src[c * sC];
+                }
               }
             }
           }
@@ -138,8 +145,9 @@ at::Tensor winograd_f4x3_input_cpu(const at::Tensor& input_, int64_t tile_begin,
 
 void winograd_f4x3_output_cpu(at::Tensor& out, const at::Tensor& m_, const c10::optional<at::Tensor>& bias_,
                               int64_t tile_begin, bool relu) {
-  TORCH_CHECK(out.dim() == 4 && out.device().is_cpu() && out.is_contiguous(at::MemoryFormat::ChannelsLast),
-              "winograd_f4x3_output: out must be a channels_last CPU [N, K, H, W] tensor");
+  TORCH_CHECK(out.dim() == 4 && out.device().is_cpu() &&
+                  (out.is_contiguous(at::MemoryFormat::ChannelsLast) || out.is_contiguous()),
+              "winograd_f4x3_output: out must be a channels_last or contiguous CPU [N, K, H, W] tensor");
   TORCH_CHECK(m_.dim() == 3 && m_.size(0) == 36 && m_.device().is_cpu() && m_.scalar_type() == out.scalar_type(),
               "winograd_f4x3_output: products must be a [36, T, K] CPU tensor of out's dtype, got ", m_.sizes());
   const int64_t N = out.size(0), K = out.size(1), H = out.size(2), W = out.size(3);
@@ -161,7 +169,8 @@ void winograd_f4x3_output_cpu(at::Tensor& out, const at::Tensor& m_, const c10::
     using T = scalar_t;
     const T* mp = m.data_ptr<T>();
     const T* bp = has_bias ? bias.data_ptr<T>() : nullptr;
-    T* y = out.data_ptr<T>();  // [N, H, W, K] in memory
+    T* y = out.data_ptr<T>();
+    const int64_t oN = out.stride(0), oK = K > 1 ? out.stride(1) : 1, oH = out.stride(2), oW = out.stride(3);
     const int64_t grain = std::max<int64_t>(1, 2048 / std::max<int64_t>(1, K));
     at::parallel_for(0, tiles, grain, [&](int64_t t0, int64_t t1) {
       std::vector<T> prod(36 * kChunk), rows(24 * kChunk), tile(16 * kChunk);
@@ -185,8 +194,13 @@ void winograd_f4x3_output_cpu(at::Tensor& out, const at::Tensor& m_, const c10::
               const int64_t xx = 4 * j + q;
               if (xx >= W) break;
               const T* src = tile.data() + (p * 4 + q) * kChunk;
-              T* dst = y + ((n * H + yy) * W + xx) * K + k0;
-              if (bp != nullptr) {
+              T* dst = y + n * oN + yy * oH + xx * oW + k0 * oK;
+              if (oK != 1) {  // NCHW: a channel's values are H * W apart
+                for (int64_t c = 0; c < nk; ++c) {
+                  T v = bp != nullptr ? src[c] + bp[k0 + c] : src[c];
+                  dst[c * oK] = relu ? std::max(v, T(0)) : v;
+                }
+              } else if (bp != nullptr) {
                 const T* bb = bp + k0;
                 if (relu) {
                   for (int64_t c = 0; c < nk; ++c) dst[c] = std::max(src[c] + bb[c], T(0));

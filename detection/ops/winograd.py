@@ -1,7 +1,7 @@
 """Winograd F(4x4, 3x3) convolution on the CPU, for the fast inference path (detection/export/fast.py).
 
     u = winograd_weight(w)                        # w [K, C, 3, 3] -> u [36, C, K], once per weight
-    y = winograd_conv2d(x, u, bias)               # x [N, C, H, W] -> y [N, K, H, W] channels_last (no autograd)
+    y = winograd_conv2d(x, u, bias)               # x [N, C, H, W] -> y [N, K, H, W] in x's layout (no autograd)
     WinogradConv2d(conv)                          # inference module (fast path), weights fixed at construction
 
 A 3x3 / stride 1 / padding 1 convolution costs 9 multiply-adds per output and channel pair computed directly; the
@@ -48,14 +48,14 @@ def winograd_eligible(conv: nn.Module) -> bool:
 
 
 def winograd_weight(weight: torch.Tensor, exact: bool = True) -> torch.Tensor:
-    """U = G w G^T of a [K, C, 3, 3] weight, as [36, C, K] in the weight's dtype, computed in float64 (`exact`) or
-    in the weight's dtype. No autograd."""
+    """U = G w G^T of a [K, C, 3, 3] weight, as a contiguous [36, C, K] in the weight's dtype, computed in float64
+    (`exact`) or in the weight's dtype. No autograd."""
     w = weight.detach()
     dtype = torch.float64 if exact else w.dtype
     gg = torch.kron(_G, _G).to(device=w.device, dtype=dtype)  # [36, 9]: u[p * 6 + q] = sum G[p, a] w[a, b] G[q, b]
     k, c = w.shape[:2]
-    u = torch.mm(w.reshape(k * c, 9).to(dtype), gg.t())       # [K * C, 36]
-    return u.reshape(k, c, 36).permute(2, 1, 0).to(w.dtype).contiguous()
+    u = torch.mm(gg, w.reshape(k * c, 9).to(dtype).t())      # [36, K * C]
+    return u.to(w.dtype).view(36, k, c).transpose(1, 2).contiguous()
 
 
 def tiles_per_block(channels: int, block_bytes: int = 1 << 24) -> int:
@@ -68,11 +68,15 @@ def tiles_per_block(channels: int, block_bytes: int = 1 << 24) -> int:
 def winograd_conv2d(x: torch.Tensor, u: torch.Tensor, bias: Optional[torch.Tensor] = None,
                     relu: bool = False) -> torch.Tensor:
     """The 3x3 / stride 1 / padding 1 convolution of x [N, C, H, W] by the weight whose transform is u [36, C, K]
-    (winograd_weight), plus bias [K], then ReLU if `relu`: [N, K, H, W] channels_last. No autograd."""
+    (winograd_weight), plus bias [K], then ReLU if `relu`: [N, K, H, W] in x's layout (channels_last, else
+    contiguous). No autograd."""
     n, c, h, w = x.shape
     k = u.shape[2]
-    x = x.contiguous(memory_format=torch.channels_last)
-    out = torch.empty((n, k, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    if not channels_last:
+        x = x.contiguous()
+    out = torch.empty((n, k, h, w), dtype=x.dtype, device=x.device,
+                      memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     tiles = n * ((h + 3) // 4) * ((w + 3) // 4)
     block = tiles_per_block(max(c, k))
     ops = torch.ops.detection
