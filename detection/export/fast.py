@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from detection.export.fold_bn import fold_batchnorm
-from detection.ops.winograd import WinogradConv2d, winograd_available, winograd_eligible
+from detection.ops.winograd import _PLAIN_CONVS, WinogradConv2d, winograd_available, winograd_eligible
 
 # Where the fast path uses Winograd convolutions on the CPU. "heads" (the default): after the trunk only. Its
 # float32 error (~1e-5 relative per convolution) compounds through a trunk's depth: on a random-weight R50-FPN
@@ -80,7 +80,7 @@ class PackedConv2d(nn.Module):
 
 
 def _packable(conv: nn.Module) -> bool:
-    return (type(conv) is nn.Conv2d and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+    return (type(conv) in _PLAIN_CONVS and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
             and conv.weight.dtype == torch.float32 and conv.weight.device.type == "cpu")
 
 

@@ -14,6 +14,7 @@ from detection.modeling.anchors import AnchorGenerator, MultiLevelAnchorGenerato
 from detection.modeling.box_coder import BoxCoder, box_sides_at_least, clip_boxes
 from detection.modeling.sampling import BalancedSampler, Matcher, rank_in_group
 from detection.ops import batched_nms, box_iou, nms
+from detection.ops.sparse_grad_conv import SparseGradConv2d
 
 # CUDA NMS builds an N x ceil(N / 64) uint64 mask (16 images x 12,000 boxes in one call: 4.6 GB). Above this many
 # boxes in a batch (a 128 MiB mask), proposal NMS on CUDA runs image by image instead of in one call.
@@ -62,11 +63,14 @@ class RPNHead(nn.Module):
         hidden = hidden_channels or in_channels
         if conv_depth < 1:
             raise ValueError(f"RPN conv_depth must be >= 1, got {conv_depth}")
+        # SparseGradConv2d: nn.Conv2d's forward; in CPU training a backward that visits only the positions of
+        # sampled anchors (the losses' only nonzero gradients), detection/ops/sparse_grad_conv.py
         if conv_depth == 1:
-            self.conv = nn.Conv2d(in_channels, hidden, 3, padding=1)
+            self.conv = SparseGradConv2d(in_channels, hidden, 3, padding=1)
             convs = [self.conv]
         else:
-            convs = [nn.Conv2d(in_channels if i == 0 else hidden, hidden, 3, padding=1) for i in range(conv_depth)]
+            convs = [SparseGradConv2d(in_channels if i == 0 else hidden, hidden, 3, padding=1)
+                     for i in range(conv_depth)]
             self.conv = nn.Sequential(*(nn.Sequential(c, nn.ReLU(inplace=True)) for c in convs))
         self.conv_depth = conv_depth
         self.cls_logits = nn.Conv2d(hidden, num_anchors, 1)

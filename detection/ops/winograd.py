@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from detection.ops import _backend
+from detection.ops.sparse_grad_conv import SparseGradConv2d
 
 __all__ = ["WinogradConv2d", "winograd_available", "winograd_eligible", "winograd_weight", "winograd_conv2d",
            "MIN_CHANNELS"]
@@ -32,6 +33,9 @@ _G = torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 /
 # memory traffic costs about what the saved multiplications gain
 MIN_CHANNELS = 64
 
+# Conv2d classes whose eval forward is nn.Conv2d's own
+_PLAIN_CONVS = (nn.Conv2d, SparseGradConv2d)
+
 
 def winograd_available() -> bool:
     """The compiled transforms are loaded (not with DETECTION_OPS=torchvision)."""
@@ -39,9 +43,9 @@ def winograd_available() -> bool:
 
 
 def winograd_eligible(conv: nn.Module) -> bool:
-    """An nn.Conv2d on the CPU in float32 with a 3x3 kernel, stride 1, padding 1, dilation 1, groups 1, zero
+    """An nn.Conv2d (or SparseGradConv2d) on the CPU in float32 with a 3x3 kernel, stride 1, padding 1, dilation 1, groups 1, zero
     padding and at least MIN_CHANNELS input and output channels."""
-    return (type(conv) is nn.Conv2d and conv.weight.dtype == torch.float32 and conv.weight.device.type == "cpu"
+    return (type(conv) in _PLAIN_CONVS and conv.weight.dtype == torch.float32 and conv.weight.device.type == "cpu"
             and tuple(conv.kernel_size) == (3, 3) and tuple(conv.stride) == (1, 1) and tuple(conv.padding) == (1, 1)
             and tuple(conv.dilation) == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
             and conv.in_channels >= MIN_CHANNELS and conv.out_channels >= MIN_CHANNELS)
