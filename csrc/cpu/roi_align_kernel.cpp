@@ -160,7 +160,9 @@ void align_forward_roi(const RoiGeometry<T>& g, int64_t pooled_height, int64_t p
     }
   }
   if (channels_last_out) {
-    for (int64_t bin = 0; bin < bins; ++bin) std::copy(buf + bin * nc, buf + (bin + 1) * nc, out_n + bin * channels + c0);
+    for (int64_t bin = 0; bin < bins; ++bin) {
+      std::copy(buf + bin * nc, buf + (bin + 1) * nc, out_n + bin * channels + c0);
+    }
   } else {
     bin_major_to_channel_major(buf, bins, nc, out_n + c0 * bins);
   }
@@ -244,7 +246,9 @@ at::Tensor roi_align_forward_cpu(const at::Tensor& input_, const at::Tensor& roi
         T* out_n = out + n * channels * bins;
         if (g.empty) {
           if (channels_last_out) {
-            for (int64_t bin = 0; bin < bins; ++bin) std::fill(out_n + bin * channels + c0, out_n + bin * channels + c1, T(0));
+            for (int64_t bin = 0; bin < bins; ++bin) {
+              std::fill(out_n + bin * channels + c0, out_n + bin * channels + c1, T(0));
+            }
           } else {
             std::fill(out_n + c0 * bins, out_n + c1 * bins, T(0));
           }

@@ -13,9 +13,10 @@
 //       writes tiles t0..t0 + T of y = A^T M_t A (+ bias, then max(., 0))
 // The tile ranges let the caller run the three steps on blocks of tiles whose buffers stay in cache.
 //
-// Both keep the channel loop innermost (vectorised by the compiler on channels-last data, strided on NCHW data: the
-// fast path's maps are channels_last, training's NCHW) and run tiles in parallel (at::parallel_for). With B^T, A^T the F(4, 3) matrices for the points 0, 1, -1, 2, -2 (written out
-// below), the result equals the direct convolution up to float rounding (about 4x the direct error in float32).
+// Both keep the channel loop innermost (vectorised by the compiler on channels-last data, strided on NCHW data) and
+// run tiles in parallel (at::parallel_for). With B^T, A^T the F(4, 3) matrices for the points 0, 1, -1, 2, -2
+// (written out below), the result equals the direct convolution up to float rounding (about 4x the direct error in
+// float32).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>

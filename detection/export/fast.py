@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from detection.export.fold_bn import fold_batchnorm
-from detection.ops.winograd import _PLAIN_CONVS, WinogradConv2d, winograd_available, winograd_eligible
+from detection.ops.winograd import PLAIN_CONVS, WinogradConv2d, winograd_available, winograd_eligible
 
 # Where the fast path uses Winograd convolutions on the CPU. "heads" (the default): after the trunk only. Its
 # float32 error (~1e-5 relative per convolution) compounds through a trunk's depth: on a random-weight R50-FPN
@@ -80,7 +80,7 @@ class PackedConv2d(nn.Module):
 
 
 def _packable(conv: nn.Module) -> bool:
-    return (type(conv) in _PLAIN_CONVS and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+    return (type(conv) in PLAIN_CONVS and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
             and conv.weight.dtype == torch.float32 and conv.weight.device.type == "cpu")
 
 
@@ -130,6 +130,8 @@ def optimize_for_inference(model: nn.Module, device: Optional[torch.device] = No
     None = prefers_channels_last) NHWC weights, prepacked for oneDNN on the CPU; on the CPU, 3x3 stride-1
     convolutions of 64+ channels in Winograd form (`winograd`: "heads", "all" or "none"; see use_winograd_convs).
     In place; returns the model."""
+    if winograd not in WINOGRAD_CHOICES:
+        raise ValueError(f"winograd={winograd!r} is not one of {WINOGRAD_CHOICES}")
     model.eval()
     model.requires_grad_(False)
     n = fold_batchnorm(model)

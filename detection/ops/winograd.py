@@ -22,8 +22,8 @@ from torch import nn
 from detection.ops import _backend
 from detection.ops.sparse_grad_conv import SparseGradConv2d
 
-__all__ = ["WinogradConv2d", "winograd_available", "winograd_eligible", "winograd_weight", "winograd_conv2d",
-           "MIN_CHANNELS"]
+__all__ = ["PLAIN_CONVS", "WinogradConv2d", "winograd_available", "winograd_eligible", "winograd_weight",
+           "winograd_conv2d", "MIN_CHANNELS"]
 
 # F(4, 3) for the interpolation points 0, 1, -1, 2, -2 (and infinity): u = G w G^T
 _G = torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
@@ -33,8 +33,8 @@ _G = torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 /
 # memory traffic costs about what the saved multiplications gain
 MIN_CHANNELS = 64
 
-# Conv2d classes whose eval forward is nn.Conv2d's own
-_PLAIN_CONVS = (nn.Conv2d, SparseGradConv2d)
+# Conv2d classes whose eval forward is nn.Conv2d's own (what the fast path may replace)
+PLAIN_CONVS = (nn.Conv2d, SparseGradConv2d)
 
 
 def winograd_available() -> bool:
@@ -43,22 +43,21 @@ def winograd_available() -> bool:
 
 
 def winograd_eligible(conv: nn.Module) -> bool:
-    """An nn.Conv2d (or SparseGradConv2d) on the CPU in float32 with a 3x3 kernel, stride 1, padding 1, dilation 1, groups 1, zero
-    padding and at least MIN_CHANNELS input and output channels."""
-    return (type(conv) in _PLAIN_CONVS and conv.weight.dtype == torch.float32 and conv.weight.device.type == "cpu"
+    """An nn.Conv2d (or SparseGradConv2d) on the CPU in float32 with a 3x3 kernel, stride 1, padding 1, dilation 1,
+    groups 1, zero padding and at least MIN_CHANNELS input and output channels."""
+    return (type(conv) in PLAIN_CONVS and conv.weight.dtype == torch.float32 and conv.weight.device.type == "cpu"
             and tuple(conv.kernel_size) == (3, 3) and tuple(conv.stride) == (1, 1) and tuple(conv.padding) == (1, 1)
             and tuple(conv.dilation) == (1, 1) and conv.groups == 1 and conv.padding_mode == "zeros"
             and conv.in_channels >= MIN_CHANNELS and conv.out_channels >= MIN_CHANNELS)
 
 
-def winograd_weight(weight: torch.Tensor, exact: bool = True) -> torch.Tensor:
-    """U = G w G^T of a [K, C, 3, 3] weight, as a contiguous [36, C, K] in the weight's dtype, computed in float64
-    (`exact`) or in the weight's dtype. No autograd."""
+def winograd_weight(weight: torch.Tensor) -> torch.Tensor:
+    """U = G w G^T of a [K, C, 3, 3] weight (computed in float64), as a contiguous [36, C, K] in the weight's
+    dtype. No autograd."""
     w = weight.detach()
-    dtype = torch.float64 if exact else w.dtype
-    gg = torch.kron(_G, _G).to(device=w.device, dtype=dtype)  # [36, 9]: u[p * 6 + q] = sum G[p, a] w[a, b] G[q, b]
+    gg = torch.kron(_G, _G).to(w.device)                      # [36, 9]: u[p * 6 + q] = sum G[p, a] w[a, b] G[q, b]
     k, c = w.shape[:2]
-    u = torch.mm(gg, w.reshape(k * c, 9).to(dtype).t())      # [36, K * C]
+    u = torch.mm(gg, w.reshape(k * c, 9).double().t())       # [36, K * C]
     return u.to(w.dtype).view(36, k, c).transpose(1, 2).contiguous()
 
 
