@@ -15,8 +15,8 @@ from detection.export import compare_detections, fold_batchnorm, optimize_for_in
 from detection.export.fold_bn import is_foldable_bn
 from detection.modeling.backbone import convert_frozen_batchnorm
 from detection.ops.winograd import WinogradConv2d
-from model_fixtures import (QUICKSTART_CLASSES, build_seeded, quickstart_config, tiny_config, tiny_fpn_config,
-                            write_run_folder)
+from model_fixtures import (QUICKSTART_CLASSES, build_seeded, make_confident, quickstart_config, tiny_config,
+                            tiny_fpn_config, write_run_folder)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -69,6 +69,19 @@ def test_a_training_batchnorm_is_not_folded():
     assert fold_batchnorm(block) == 0 and isinstance(block[1], nn.BatchNorm2d)
 
 
+def assert_fast_matches_eager(model, fast, sizes, seed):
+    """fast's detections equal model's (compare_detections' bounds) on random images of each (h, w) in `sizes`,
+    and there are some."""
+    for h, w in sizes:
+        img = torch.rand((3, h, w), generator=torch.Generator().manual_seed(seed(h, w)))
+        with torch.no_grad():
+            ref = model([img])[0]
+        with torch.inference_mode():
+            got = fast([img])[0]
+        c = compare_detections(ref, got)
+        assert c.ok and c.count_reference > 0, f"{h}x{w}: {c}"
+
+
 @pytest.fixture(scope="module")
 def quickstart():
     return build_seeded(quickstart_config())
@@ -82,14 +95,7 @@ def test_fast_quickstart_detections_equal_eager(quickstart, channels_last):
     assert fast._fast_inference["winograd"] == 1  # the RPN head's 3x3 (the trunk's are depthwise or strided)
     assert isinstance(fast.rpn.head.conv, WinogradConv2d)
     assert fast._fast_inference["packed"] == (n_convs - 1 if channels_last else 0)
-    for h, w in [(240, 320), (400, 220), (60, 700)]:
-        img = torch.rand((3, h, w), generator=torch.Generator().manual_seed(h + w))
-        with torch.no_grad():
-            ref = quickstart([img])[0]
-        with torch.inference_mode():
-            got = fast([img])[0]
-        c = compare_detections(ref, got)
-        assert c.ok and c.count_reference > 0, f"{h}x{w}: {c}"
+    assert_fast_matches_eager(quickstart, fast, [(240, 320), (400, 220), (60, 700)], lambda h, w: h + w)
 
 
 def test_load_fast_and_the_tools_fast_flag(quickstart, tmp_path):
@@ -138,18 +144,10 @@ def test_fast_fpn_detections_equal_eager():
     """An FPN detector whose 64-channel pyramid outputs and RPN conv run as Winograd convolutions keeps the eager
     detections within the fast path's bounds."""
     from detection.engine.tasks import get_task
-    from model_fixtures import make_confident
 
     cfg = tiny_fpn_config(["MODEL.FPN.OUT_CHANNELS", "64"])
     torch.manual_seed(0)
     model = make_confident(get_task(cfg).build_model(cfg)).eval()  # the task resolves the 91 COCO labels
     fast = optimize_for_inference(copy.deepcopy(model))
     assert fast._fast_inference["winograd"] == 4  # P2..P4 outputs + the RPN conv
-    for h, w in [(128, 160), (150, 97)]:
-        img = torch.rand((3, h, w), generator=torch.Generator().manual_seed(h * w))
-        with torch.no_grad():
-            ref = model([img])[0]
-        with torch.inference_mode():
-            got = fast([img])[0]
-        c = compare_detections(ref, got)
-        assert c.ok and c.count_reference > 0, f"{h}x{w}: {c}"
+    assert_fast_matches_eager(model, fast, [(128, 160), (150, 97)], lambda h, w: h * w)

@@ -7,9 +7,10 @@ The RPN head's 3x3 convolution is the case: its output feeds 1x1 objectness / de
 the sampled anchors (256 per image), so its output gradient is zero everywhere except at the <= 256 positions
 holding a sampled anchor, out of ~70k on an 800x1067 image's pyramid. A dense backward spends as long as two
 forward passes on those zeros; here the weight gradient is a GEMM over the active positions' input patches and
-the input gradient is scattered from them (index_add_, in position order: deterministic). The result equals the
-dense backward up to float summation order. Gradients with more than `max_active_fraction` active positions, and
-non-CPU tensors (where index_add_ uses atomics), take the dense convolution backward.
+the input gradient is scattered from them, one kernel tap at a time (a tap's target pixels are distinct, so the
+result is deterministic). The result equals the dense backward up to float summation order. Gradients with more
+than MAX_ACTIVE_FRACTION active positions, and non-CPU tensors (cuDNN's dense backward; not measured here), take
+the dense convolution backward.
 """
 from __future__ import annotations
 
@@ -51,24 +52,21 @@ class _SparseGradConv2d(torch.autograd.Function):
         n, c, h, w = x.shape
         k, _, kh, kw = weight.shape
         ni, yi, xi = active.nonzero(as_tuple=True)                        # [P] each, position order
-        g = grad.permute(0, 2, 3, 1)[ni, yi, xi]                          # [P, K]
+        g = grad[ni, :, yi, xi]                                           # [P, K]
         gx = gw = gb = None
         if ctx.has_bias and needs[2]:
             gb = g.sum(dim=0)
-        hp, wp = h + 2 * ph, w + 2 * pw
-        # flat index into the padded NHWC input of each active position's top-left kernel tap
-        base = (ni * hp + yi) * wp + xi
         taps = [(i, j) for i in range(kh) for j in range(kw)]
         if needs[1]:
-            xp = F.pad(x, (pw, pw, ph, ph)).permute(0, 2, 3, 1).reshape(-1, c)        # [N * hp * wp, C]
-            patches = torch.stack([xp[base + i * wp + j] for i, j in taps], dim=2)    # [P, C, kh * kw]
+            xp = F.pad(x, (pw, pw, ph, ph))                                               # [N, C, H + 2ph, W + 2pw]
+            patches = torch.stack([xp[ni, :, yi + i, xi + j] for i, j in taps], dim=2)    # [P, C, kh * kw]
             gw = (g.t() @ patches.reshape(count, c * kh * kw)).view(k, c, kh, kw)
         if needs[0]:
-            col = (g @ weight.reshape(k, c * kh * kw)).view(count, c, kh * kw)        # [P, C, kh * kw]
-            gxp = grad.new_zeros((n * hp * wp, c))
-            for t, (i, j) in enumerate(taps):
-                gxp.index_add_(0, base + i * wp + j, col[:, :, t])
-            gx = gxp.view(n, hp, wp, c)[:, ph:ph + h, pw:pw + w].permute(0, 3, 1, 2).contiguous()
+            col = (g @ weight.reshape(k, c * kh * kw)).view(count, c, kh * kw)            # [P, C, kh * kw]
+            gxp = grad.new_zeros((n, c, h + 2 * ph, w + 2 * pw))
+            for t, (i, j) in enumerate(taps):  # one tap's P target pixels are distinct: no accumulation races
+                gxp[ni, :, yi + i, xi + j] += col[:, :, t]
+            gx = gxp[:, :, ph:ph + h, pw:pw + w].contiguous()
         return gx, gw, gb, None
 
 
