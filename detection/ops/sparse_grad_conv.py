@@ -35,20 +35,33 @@ def _dense_backward(grad, x, weight, has_bias, padding, needs):
 class _SparseGradConv2d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, padding):
+        # under autocast the convolution runs in the autocast dtype: cast here, as autocast would, so that the
+        # backward sees its inputs in the dtype of the output gradient (and returns the parameters' own dtypes)
+        ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        if torch.is_autocast_enabled(x.device.type):
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
         ctx.save_for_backward(x, weight)
         ctx.padding, ctx.has_bias = padding, bias is not None
-        return F.conv2d(x, weight, bias, 1, padding)
+        with torch.autocast(x.device.type, enabled=False):
+            return F.conv2d(x, weight, bias, 1, padding)
 
     @staticmethod
     def backward(ctx, grad):
+        gx, gw, gb = _SparseGradConv2d._backward(ctx, grad.to(ctx.saved_tensors[0].dtype))
+        cast = [None if g is None else g.to(d) for g, d in zip((gx, gw, gb), ctx.dtypes)]
+        return cast[0], cast[1], cast[2], None
+
+    @staticmethod
+    def _backward(ctx, grad):
         x, weight = ctx.saved_tensors
         ph, pw = ctx.padding
         needs = ctx.needs_input_grad[:3]
         active = grad.ne(0).any(dim=1)                                    # [N, Ho, Wo]
         count = int(active.sum())
         if grad.device.type != "cpu" or count > MAX_ACTIVE_FRACTION * active.numel():
-            gx, gw, gb = _dense_backward(grad, x, weight, ctx.has_bias, ctx.padding, needs)
-            return gx, gw, gb, None
+            return _dense_backward(grad, x, weight, ctx.has_bias, ctx.padding, needs)
         n, c, h, w = x.shape
         k, _, kh, kw = weight.shape
         ni, yi, xi = active.nonzero(as_tuple=True)                        # [P] each, position order
@@ -67,7 +80,7 @@ class _SparseGradConv2d(torch.autograd.Function):
             for t, (i, j) in enumerate(taps):  # one tap's P target pixels are distinct: no accumulation races
                 gxp[ni, :, yi + i, xi + j] += col[:, :, t]
             gx = gxp[:, :, ph:ph + h, pw:pw + w].contiguous()
-        return gx, gw, gb, None
+        return gx, gw, gb
 
 
 def conv2d_sparse_grad(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
