@@ -4,6 +4,7 @@ import copy
 import math
 import time
 
+import learned
 import pytest
 import torch
 
@@ -425,6 +426,11 @@ def synthetic_images(n, seed=0):
     return images, targets
 
 
+# mAP 1.000 under AVX2 and SSE4.1 kernels, 1 and 2 threads (it reaches 1.0 after ~75 of its 150 iterations, so
+# the instruction set does not move it); 0.009 with learning rate 0 (dev/quality_spread.py, 2026-12-07)
+OVERFIT_MAP = 0.9
+
+
 @pytest.mark.slow
 def test_overfit_generated_images():
     from detection.evaluation.voc import voc_evaluate
@@ -433,7 +439,7 @@ def test_overfit_generated_images():
     images, targets = synthetic_images(4, seed=0)
     model = make_model(seed=0, **{"TRAIN.USE_FLIPPED": False})
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=1e-3)
+    opt = torch.optim.Adam(params, lr=learned.lr(1e-3))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # on a shared 2-core machine, 2 threads can be 10x slower for these small ops
     try:
@@ -455,4 +461,5 @@ def test_overfit_generated_images():
     result = voc_evaluate(dets, targets, CLASSES, iou_thresh=0.5, use_07_metric=False)
     print(f"overfit: mAP@0.5 {result['mAP']:.3f} after {iters} iterations in {train_s:.1f} s; "
           f"last losses { {k: round(v.item(), 4) for k, v in losses.items()} }")
-    assert math.isfinite(result["mAP"]) and result["mAP"] >= 0.9, result["AP"]
+    learned.report("detector_overfit_mAP", result["mAP"], OVERFIT_MAP)
+    assert math.isfinite(result["mAP"]) and result["mAP"] >= OVERFIT_MAP, result["AP"]

@@ -14,6 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import demo as demo_tool  # noqa: E402
+import learned  # noqa: E402
 import test_net as test_tool  # noqa: E402
 import train_net as train_tool  # noqa: E402
 
@@ -46,12 +47,18 @@ def write_cfg(path, root, out, **extra):
     return str(path)
 
 
-# The shared run: 120 iterations (~6 s of training on a 2-core CPU), evaluated on its own 10 training images.
-TRAINED = ["SOLVER.MAX_ITER", "120", "SOLVER.STEPS", "[100]", "SOLVER.BASE_LR", "0.02", "SOLVER.WARMUP_ITERS",
-           "10", "TRAIN.SNAPSHOT_ITERS", "60", "TRAIN.LOG_PERIOD", "20", "DATA.TEST_SET", "2007_trainval"]
-# The mAP that run reaches (VOC07 11-point, py-faster-rcnn rules; deterministic: 0.815 measured on the 2-core
-# CPU), less a margin: a pipeline that stops learning (an untrainable config's seeded run scored 0.0) fails here.
-TRAINED_MAP = 0.815 - 0.05
+# The shared run: 400 iterations (~17 s of training on one core), evaluated on its own 10 training images. It is
+# trained to convergence on purpose: at 120 iterations the mAP depended on the CPU's instruction set and thread
+# count (0.66 - 0.82 here, 0.74 on an AVX-512 Xeon), at 400 it is 0.9697 under AVX2 and SSE4.1 kernels, at 1 and
+# 2 threads, and with RNG_SEED 1..4 (dev/quality_spread.py, docs/benchmarks.md "Learned-quality thresholds").
+TRAINED = ["SOLVER.MAX_ITER", "400", "SOLVER.STEPS", "[300]", "SOLVER.BASE_LR", str(learned.lr(0.02)),
+           "SOLVER.WARMUP_ITERS", "10", "TRAIN.SNAPSHOT_ITERS", "200", "TRAIN.LOG_PERIOD", "100",
+           "DATA.TEST_SET", "2007_trainval"]
+# The thresholds (dev/quality_spread.py, 2026-12-07): the mAP was 0.9697 under AVX2 and SSE4.1 kernels at 1 and 2
+# threads (no spread); 0.85 leaves 0.12 for CPUs not measured. The last logged loss over the first: 0.033 - 0.062
+# there, 1.09 with learning rate 0 (which also scores mAP 0.0).
+TRAINED_MAP = 0.85
+LOSS_RATIO = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -65,25 +72,28 @@ def trained(tmp_path_factory, dataset_root):
 
 def test_train_net_writes_checkpoints_metrics_and_evaluation(trained):
     cfg, out = trained
-    for name in ("config.yaml", "model_summary.txt", "metrics.jsonl", "log.txt", "model_0000060.pth",
+    for name in ("config.yaml", "model_summary.txt", "metrics.jsonl", "log.txt", "model_0000200.pth",
                  "model_final.pth", "inference/metrics.json", "inference/comp4_det_trainval_circle.txt"):
         assert os.path.isfile(os.path.join(out, name)), name
     with open(os.path.join(out, "last_checkpoint")) as f:
         assert f.read().strip() == "model_final.pth"
     records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     iters = [r["iteration"] for r in records if "total_loss" in r]
-    assert iters == [1, 20, 40, 60, 80, 100, 120]
+    assert iters == [1, 100, 200, 300, 400]
     assert all(np.isfinite(r["total_loss"]) and set(r) >= {"loss_rpn_cls", "loss_cls", "lr"} for r in records)
-    assert records[-1]["total_loss"] < 0.5 * records[0]["total_loss"] and records[-1]["loss_rpn_cls"] > 0
+    loss_ratio = records[-1]["total_loss"] / records[0]["total_loss"]
+    metrics = json.load(open(os.path.join(out, "inference", "metrics.json")))
+    learned.report("train_net_shared_run_loss_ratio", loss_ratio, LOSS_RATIO, higher_is_better=False)
+    learned.report("train_net_shared_run_mAP", metrics["mAP"], TRAINED_MAP)
+    assert loss_ratio < LOSS_RATIO and records[-1]["loss_rpn_cls"] > 0
     from test_engine import read_scalars  # the README's promise: TensorBoard event files in OUTPUT_DIR/tensorboard
 
     for tag in ("total_loss", "loss_cls", "lr"):
         logged = read_scalars(os.path.join(out, "tensorboard"), tag)
         assert logged == [(r["iteration"], pytest.approx(r[tag])) for r in records], tag
     state = torch.load(os.path.join(out, "model_final.pth"), weights_only=True)
-    assert state["iteration"] == 120 and state["extra"]["class_names"] == CLASSES
+    assert state["iteration"] == 400 and state["extra"]["class_names"] == CLASSES
     assert "optimizer" in state and "scheduler" in state and "rng" in state
-    metrics = json.load(open(os.path.join(out, "inference", "metrics.json")))
     assert set(metrics["AP"]) == set(CLASSES)
     assert metrics["mAP"] >= TRAINED_MAP, metrics["AP"]  # it learned the shapes
 
