@@ -115,12 +115,12 @@ def test_the_graphs_batched_nms_is_detection_ops_batched_nms_at_any_scale(tmp_pa
     """The exported per-class NMS (quadrants, one call per four classes) keeps exactly batched_nms's boxes in its
     order, eagerly, in onnxruntime and as a program, where the offset trick would not."""
     from detection.export.symbolics import OPSET, register_onnx_symbolics
-    from detection.export.traceable import _batched_nms
     from detection.ops import batched_nms, nms
+    from detection.ops._traced_nms import batched_nms_static
 
     class Net(torch.nn.Module):
         def forward(self, boxes, scores, labels):
-            return _batched_nms(boxes, scores, labels, 0.5, 80)
+            return batched_nms_static(boxes, scores, labels, 0.5, 80)
 
     boxes, scores, labels = _nms_case()
     ref = batched_nms(boxes, scores, labels, 0.5)

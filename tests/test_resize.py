@@ -1,5 +1,6 @@
 """detection/ops/resize.py: the one resize, against its references (py-faster-rcnn's rule, torchvision's transform)."""
 import math
+import warnings
 
 import cv2
 import numpy as np
@@ -63,3 +64,49 @@ def test_resize_image_is_bilinear_half_pixel_and_identity_at_same_size():
     assert torch.allclose(up[:, 3:5, 3:5].mean(dim=(1, 2)), mid, atol=1e-6)
     assert resized_size(10, 20, 1.0) == (10, 20) and resized_size(1, 500, 0.001) == (1, 1)
     assert math.isclose(resize_scale(10, 20, 20, 0, "torchvision"), 2.0)
+
+
+def _python_rule(h, w, min_size, max_size, rule):
+    """The rules in Python floats (py-faster-rcnn's prep_im_for_blob + cv2 sizes; torchvision's transform)."""
+    short, long = min(h, w), max(h, w)
+    scale = min_size / short
+    if rule == "torchvision":
+        scale = min(scale, max_size / long)
+        size = (max(math.floor(h * scale), 1), max(math.floor(w * scale), 1))
+    else:
+        if round(long * scale) > max_size:
+            scale = max_size / long
+        size = (max(round(h * scale), 1), max(round(w * scale), 1))
+    return (h, w) if scale == 1.0 else size, scale
+
+
+@pytest.mark.parametrize("rule", ["py-faster-rcnn", "torchvision"])
+def test_resize_size_is_the_python_rule_for_every_size_eager_and_in_onnx(rule, tmp_path):
+    """The one resize rule (float64 tensors, also what an exported graph computes) equals the Python-float
+    arithmetic of the references on 2,000 sizes, ties of round() and the cap's boundary among them."""
+    from detection.ops.resize import resize_size
+
+    g = torch.Generator().manual_seed(0)
+    sizes = torch.randint(1, 3000, (2000, 2), generator=g).tolist() + [[375, 500], [40, 500], [1199, 1999],
+                                                                        [600, 1000], [1, 1], [800, 1333]]
+    for min_size, max_size in [(600, 1000), (800, 1333), (128, 160)]:
+        for h, w in sizes:
+            new, scale = resize_size(torch.tensor([h, w]), min_size, max_size, rule)
+            assert (tuple(new.tolist()), scale.item()) == _python_rule(h, w, min_size, max_size, rule), (h, w)
+    ort = pytest.importorskip("onnxruntime", reason="needs onnxruntime==1.32.0 (requirements.txt)")
+
+    class Sizes(torch.nn.Module):
+        def forward(self, image):
+            from detection.ops.shapes import shape
+            return resize_size(shape(image, (1, 2)), 800, 1333, rule)[0]
+
+    path = str(tmp_path / "sizes.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation and tracer warnings
+        torch.onnx.export(Sizes(), (torch.zeros(1, 30, 40),), path, dynamo=False, input_names=["image"],
+                          dynamic_axes={"image": {1: "h", 2: "w"}})
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for h, w in sizes[:300:7] + [[40, 500], [1199, 1999], [375, 500]]:
+        got = session.run(None, {"image": np.zeros((1, h, w), np.float32)})[0].tolist()
+        assert tuple(got) == _python_rule(h, w, 800, 1333, rule)[0], (h, w)
+

@@ -16,6 +16,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from detection.ops.shapes import Size, tracing
+
 
 def generate_base_anchors(base_size: int = 16, ratios: Sequence[float] = (0.5, 1.0, 2.0),
                           scales: Sequence[float] = (8, 16, 32)) -> Tensor:
@@ -34,6 +36,21 @@ def generate_base_anchors(base_size: int = 16, ratios: Sequence[float] = (0.5, 1
     hs = (hs[:, None] * scales[None, :]).reshape(-1)
     ctr = 0.5 * base_size
     return torch.stack([ctr - 0.5 * ws, ctr - 0.5 * hs, ctr + 0.5 * ws, ctr + 0.5 * hs], dim=1)
+
+
+def grid_anchors(base_anchors: Tensor, height: Size, width: Size, stride_y: Size, stride_x: Size,
+                 device: torch.device, dtype: torch.dtype) -> Tensor:
+    """The anchors of an H x W feature map whose cells are (stride_y, stride_x) pixels apart: [H * W * A, 4] xyxy,
+    location-major (row y, then column x), then the A base anchors [A, 4] shifted by (stride_x * x, stride_y * y).
+
+    The one grid of both placements, eager and traced (sizes and strides: ints, or 0-d tensors / symbolic ints
+    under a tracer, detection/ops/shapes.py). Computed in float64 and cast to `dtype` once."""
+    sx = torch.arange(width, dtype=torch.float64, device=device) * stride_x
+    sy = torch.arange(height, dtype=torch.float64, device=device) * stride_y
+    yy, xx = torch.meshgrid(sy, sx, indexing="ij")
+    shifts = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)
+    base = base_anchors.to(device=device, dtype=torch.float64)
+    return (shifts + base[None]).reshape(-1, 4).to(dtype)
 
 
 class AnchorGenerator(nn.Module):
@@ -62,20 +79,22 @@ class AnchorGenerator(nn.Module):
     def num_anchors_per_location(self) -> int:
         return self.base_anchors.shape[0]
 
-    def grid_anchors(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-        """Anchors of an H x W feature map: [H * W * A, 4] (cached; do not modify in place)."""
-        key = (int(height), int(width), torch.device(device), dtype)
+    def _cached(self, key: tuple, make) -> Tensor:
+        """The anchors for `key` (sizes, strides, device, dtype), made once; none are kept while tracing."""
+        if tracing():
+            return make()
         anchors = self._cache.get(key)
         if anchors is None:
-            sx = torch.arange(width, dtype=torch.float64) * self.stride
-            sy = torch.arange(height, dtype=torch.float64) * self.stride
-            yy, xx = torch.meshgrid(sy, sx, indexing="ij")
-            shifts = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)
-            anchors = (shifts + self.base_anchors[None]).reshape(-1, 4).to(device=device, dtype=dtype)
+            anchors = make()
             if len(self._cache) > 64:  # many input sizes (multi-scale training): keep memory bounded
                 self._cache.clear()
             self._cache[key] = anchors
         return anchors
+
+    def grid_anchors(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """Anchors of an H x W feature map: [H * W * A, 4] (cached; do not modify in place)."""
+        return self._cached((height, width, torch.device(device), dtype), lambda: grid_anchors(
+            self.base_anchors, height, width, self.stride, self.stride, device, dtype))
 
     def forward(self, features: Tensor, image_size: Optional[Sequence[int]] = None) -> Tensor:
         """features: [B, C, H, W] -> anchors [H * W * A, 4], shared by every image of the padded batch
@@ -120,25 +139,16 @@ class TorchvisionAnchorGenerator(AnchorGenerator):
     def grid_anchors_with_stride(self, height: int, width: int, stride_hw: Tuple[int, int], device: torch.device,
                                  dtype: torch.dtype) -> Tensor:
         """Anchors of an H x W map whose cells are stride_hw = (sy, sx) pixels apart (cached)."""
-        key = (int(height), int(width), int(stride_hw[0]), int(stride_hw[1]), torch.device(device), dtype)
-        anchors = self._cache.get(key)
-        if anchors is None:
-            sx = torch.arange(width, dtype=torch.float64) * int(stride_hw[1])
-            sy = torch.arange(height, dtype=torch.float64) * int(stride_hw[0])
-            yy, xx = torch.meshgrid(sy, sx, indexing="ij")
-            shifts = torch.stack([xx, yy, xx, yy], dim=-1).reshape(-1, 1, 4)
-            anchors = (shifts + self.base_anchors.double()[None]).reshape(-1, 4).to(device=device, dtype=dtype)
-            if len(self._cache) > 64:
-                self._cache.clear()
-            self._cache[key] = anchors
-        return anchors
+        sy, sx = stride_hw
+        return self._cached((height, width, sy, sx, torch.device(device), dtype), lambda: grid_anchors(
+            self.base_anchors, height, width, sy, sx, device, dtype))
 
     def forward(self, features: Tensor, image_size: Optional[Sequence[int]] = None) -> Tensor:
         """features [B, C, H, W]; image_size: the padded batch's (H, W) (required)."""
         if image_size is None:
             raise ValueError("TorchvisionAnchorGenerator needs the padded image size")
         h, w = features.shape[-2:]
-        stride = (int(image_size[0]) // int(h), int(image_size[1]) // int(w))
+        stride = (image_size[0] // h, image_size[1] // w)  # ints eagerly; sizes stay symbolic under a tracer
         return self.grid_anchors_with_stride(h, w, stride, features.device, features.dtype)
 
     def extra_repr(self) -> str:

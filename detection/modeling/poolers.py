@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from detection.ops import roi_align
+from detection.ops.shapes import tracing
 
 __all__ = ["map_roi_levels", "MultiScaleRoIAlign"]
 
@@ -59,9 +60,14 @@ class MultiScaleRoIAlign(nn.Module):
             return roi_align(feats[0], rois, self.output_size, self.scales[0], self.sampling_ratio, self.aligned)
         levels = map_roi_levels(rois[:, 1:], self.k_min, self.k_max, self.canonical_scale, self.canonical_level)
         out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1]) + self.output_size)
+        traced = tracing()
         for lvl, (feat, scale) in enumerate(zip(feats, self.scales)):
             idx = torch.where(levels == lvl)[0]
-            if idx.numel():
+            if traced:  # every level pooled, possibly on no RoI, so that the graph holds every level; a scatter
+                # (ScatterElements) rather than out[idx] = ...: the exporter's index_put fixes the values' shape
+                pooled = roi_align(feat, rois[idx], self.output_size, scale, self.sampling_ratio, self.aligned)
+                out = out.scatter(0, idx.view(-1, 1, 1, 1).expand_as(pooled), pooled.to(out.dtype))
+            elif idx.numel():
                 out[idx] = roi_align(feat, rois[idx], self.output_size, scale, self.sampling_ratio,
                                      self.aligned).to(out.dtype)
         return out

@@ -16,7 +16,10 @@ from typing import Dict, List, NamedTuple, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from detection.ops.resize import RESIZE_RULES, resize_image, resize_scale, resized_size
+import torch.nn.functional as F
+
+from detection.ops.resize import RESIZE_RULES, resize_image, resize_size
+from detection.ops.shapes import as_size, shape, tracing
 
 
 class Batch(NamedTuple):
@@ -63,7 +66,10 @@ class ImagePreprocessor(nn.Module):
     def forward(self, images: List[Tensor], targets: Optional[List[Dict[str, Tensor]]] = None,
                 test_min_size: Optional[int] = None) -> Batch:
         """images [3, H, W] float RGB 0..1 (+ training targets) -> Batch; `test_min_size` overrides the eval
-        resize's shortest side for this call (test-time augmentation's scales)."""
+        resize's shortest side for this call (test-time augmentation's scales).
+
+        Every size is computed by detection/ops/resize.py's resize_size on the image's shape as a tensor, so a
+        traced graph (export) computes it for the input it is given (detection/ops/shapes.py)."""
         if len(images) == 0:
             raise ValueError("empty list of images")
         device = self.pixel_mean.device
@@ -72,38 +78,57 @@ class ImagePreprocessor(nn.Module):
             if img.dim() != 3 or img.shape[0] != 3:
                 raise ValueError(f"image {i}: expected a [3, H, W] tensor, got shape {tuple(img.shape)}")
             img = img.to(device=device, dtype=torch.float32)
-            h, w = img.shape[-2:]
-            scale = self._scale(h, w, test_min_size)
-            nh, nw = resized_size(h, w, scale, self.resize_rule)
+            hw = shape(img, (1, 2))
+            new, scale = resize_size(hw, self._min_size(test_min_size), self.max_size, self.resize_rule)
             if self._normalise_first:
                 img = (img - self.pixel_mean) / self.pixel_std
-            resized.append(resize_image(img, (nh, nw)))
-            sizes.append((nh, nw))
-            orig.append((h, w))
+            if tracing():  # interpolated always: at its own size the bilinear resize is the identity
+                img = F.interpolate(img[None], size=(as_size(new[0], 1), as_size(new[1], 1)), mode="bilinear",
+                                    align_corners=False)[0]
+            else:
+                img = resize_image(img, tuple(new.tolist()))
+            resized.append(img)
+            sizes.append(new)
+            orig.append(hw)
             scales.append(scale)
             if targets is not None:
+                (nh, nw), (h, w) = new.tolist(), hw.tolist()
                 factor = torch.tensor([nw / w, nh / h, nw / w, nh / h], device=device)
                 boxes.append(targets[i]["boxes"].to(device=device, dtype=torch.float32).reshape(-1, 4) * factor)
-        batch = self._pad_and_normalise(resized, sizes)
-        as_long = dict(dtype=torch.int64, device=device)
-        out = Batch(batch, torch.tensor(sizes, **as_long), torch.tensor(orig, **as_long),
-                    torch.tensor(scales, dtype=torch.float32, device=device))
+        sizes_t = torch.stack(sizes)  # on the CPU: the padded size needs no device sync
+        batch = self._pad_and_normalise(resized, sizes_t)
+        out = Batch(batch, sizes_t.to(device), torch.stack(orig).to(device),
+                    torch.stack(scales).to(device=device, dtype=torch.float32))
         if targets is None:
             return out
         return out._replace(**self._pad_targets(boxes, [t["labels"] for t in targets]))
 
-    def _scale(self, h: int, w: int, test_min_size: Optional[int] = None) -> float:
-        if not self.training:
-            side = self.test_min_size if test_min_size is None else test_min_size
-            return resize_scale(h, w, side, self.test_max_size, self.resize_rule)
-        pick = int(torch.randint(len(self.train_min_sizes), ())) if len(self.train_min_sizes) > 1 else 0
-        return resize_scale(h, w, self.train_min_sizes[pick], self.train_max_size, self.resize_rule)
+    @property
+    def max_size(self) -> int:
+        return self.train_max_size if self.training else self.test_max_size
 
-    def _pad_and_normalise(self, images: List[Tensor], sizes) -> Tensor:
+    def _min_size(self, test_min_size: Optional[int] = None) -> int:
+        """The shortest side for this image: the test size (or `test_min_size`), or in training one of
+        train_min_sizes drawn with torch's RNG (saved in checkpoints)."""
+        if not self.training:
+            return self.test_min_size if test_min_size is None else test_min_size
+        pick = int(torch.randint(len(self.train_min_sizes), ())) if len(self.train_min_sizes) > 1 else 0
+        return self.train_min_sizes[pick]
+
+    def _pad_and_normalise(self, images: List[Tensor], sizes: Tensor) -> Tensor:
+        """[B, 3, Hp, Wp]: the images normalised (unless already) and zero-padded at the bottom and right to the
+        largest size rounded up to a multiple of size_divisibility. sizes: int64 [B, 2] on the CPU."""
         d = self.size_divisibility
-        hp = max(s[0] for s in sizes)
-        wp = max(s[1] for s in sizes)
-        hp, wp = (hp + d - 1) // d * d, (wp + d - 1) // d * d
+        padded = (sizes.max(dim=0).values + d - 1) // d * d  # [2]
+        if tracing():
+            out = []
+            for img, size in zip(images, sizes):
+                if not self._normalise_first:
+                    img = (img - self.pixel_mean) / self.pixel_std
+                pad = padded.to(size) - size
+                out.append(F.pad(img, (0, as_size(pad[1]), 0, as_size(pad[0]))))
+            return torch.stack(out)
+        hp, wp = padded.tolist()
         batch = images[0].new_zeros((len(images), 3, hp, wp))
         for i, img in enumerate(images):
             if self._normalise_first:
@@ -127,15 +152,10 @@ class ImagePreprocessor(nn.Module):
     @staticmethod
     def postprocess(detections: List[Dict[str, Tensor]], batch: Batch) -> List[Dict[str, Tensor]]:
         """Rescale each image's boxes [M, 4] from resized to original pixels, clipped to the original image."""
-        ratios = (batch.original_sizes.float() / batch.image_sizes.float()).flip(1)  # [B, 2] (w, h) ratios
-        out = []
-        for i, det in enumerate(detections):
-            boxes = det["boxes"] * ratios[i].repeat(2)
-            oh, ow = (float(v) for v in batch.original_sizes[i])
-            boxes = torch.stack([boxes[:, 0].clamp(0, ow), boxes[:, 1].clamp(0, oh),
-                                 boxes[:, 2].clamp(0, ow), boxes[:, 3].clamp(0, oh)], dim=1)
-            out.append({**det, "boxes": boxes})
-        return out
+        ratios = (batch.original_sizes.float() / batch.image_sizes.float()).flip(1).repeat(1, 2)  # [B, 4] (w, h, w, h)
+        highs = batch.original_sizes.flip(1).repeat(1, 2).to(torch.float32)  # [B, 4] (w, h, w, h)
+        return [{**det, "boxes": torch.minimum((det["boxes"] * ratio).clamp(min=0), high)}
+                for det, ratio, high in zip(detections, ratios, highs)]
 
     def extra_repr(self) -> str:
         return (f"test=({self.test_min_size}, {self.test_max_size}), train=({self.train_min_sizes}, "

@@ -13,6 +13,8 @@ from torch import Tensor, nn
 from detection.modeling.box_coder import BoxCoder, box_sides_at_least, clip_boxes
 from detection.modeling.sampling import BalancedSampler, Matcher, rank_in_group
 from detection.ops import RoIAlign, RoIPool, batched_nms, box_iou
+from detection.ops._traced_nms import batched_nms_static
+from detection.ops.shapes import tracing
 
 
 class RoIHeads(nn.Module):
@@ -168,6 +170,14 @@ class RoIHeads(nn.Module):
         keep = (scores > self.score_thresh) & box_sides_at_least(boxes, self.min_box_size)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         image_idx = image_idx[:, None].expand(r, k)[keep]
+        b = image_sizes.shape[0]
+        if tracing():  # one image (export): per-class NMS, top-k, no split
+            if b != 1:
+                raise ValueError(f"traced RoI heads take one image, got {b}")
+            kept = batched_nms_static(boxes, scores, labels - 1, self.nms_thresh, k)[: self.detections_per_image]
+            if self.reported_classes is not None:
+                kept = kept[self.reported_classes[labels[kept]]]
+            return [{"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept]}]
         if final_nms:
             kept = batched_nms(boxes, scores, image_idx * c + labels, self.nms_thresh)  # by decreasing score
             kept = kept[rank_in_group(image_idx[kept]) < self.detections_per_image]
@@ -177,6 +187,6 @@ class RoIHeads(nn.Module):
             kept = kept[self.reported_classes[labels[kept]]]
         image_idx = image_idx[kept]
         order = torch.sort(image_idx, stable=True).indices  # group by image, keep the score order
-        kept, counts = kept[order], torch.bincount(image_idx, minlength=image_sizes.shape[0]).tolist()
-        return [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in
+        kept, counts = kept[order], torch.bincount(image_idx, minlength=b).tolist()
+        return [{"boxes": bx, "scores": s, "labels": lab} for bx, s, lab in
                 zip(boxes[kept].split(counts), scores[kept].split(counts), labels[kept].split(counts))]

@@ -14,6 +14,8 @@ from detection.modeling.anchors import AnchorGenerator, MultiLevelAnchorGenerato
 from detection.modeling.box_coder import BoxCoder, box_sides_at_least, clip_boxes
 from detection.modeling.sampling import BalancedSampler, Matcher, rank_in_group
 from detection.ops import batched_nms, box_iou, nms
+from detection.ops._traced_nms import batched_nms_static
+from detection.ops.shapes import top_n, tracing
 from detection.ops.sparse_grad_conv import SparseGradConv2d
 
 # CUDA NMS builds an N x ceil(N / 64) uint64 mask (16 images x 12,000 boxes in one call: 4.6 GB). Above this many
@@ -21,21 +23,28 @@ from detection.ops.sparse_grad_conv import SparseGradConv2d
 CUDA_NMS_MAX_BOXES = 32768
 
 
+def _cat(tensors: Sequence[Tensor], dim: int) -> Tensor:
+    return tensors[0] if len(tensors) == 1 else torch.cat(list(tensors), dim)
+
+
 def proposal_nms(boxes: Tensor, scores: Tensor, image_idx: Tensor, iou_threshold: float,
-                 max_boxes: Optional[int] = None, levels: Optional[Tensor] = None, num_levels: int = 1) -> Tensor:
+                 max_boxes: Optional[int] = None, levels: Optional[Tensor] = None, num_levels: int = 1,
+                 num_images: Optional[int] = None) -> Tensor:
     """NMS within each image (and pyramid level) of a batch: boxes of different images, or of different levels
     (`levels` [N] in 0..num_levels-1), never suppress each other.
 
     boxes [N, 4] xyxy, scores [N], image_idx [N] int64 in non-decreasing order (image-major). Returns int64 indices
     of the kept boxes, each image's in decreasing score order. Up to `max_boxes` boxes (default: unbounded on the
     CPU, CUDA_NMS_MAX_BOXES on CUDA) go through one batched_nms call; more run one NMS per image (B small
-    syncs), which bounds the CUDA mask by the largest image's boxes.
+    syncs), which bounds the CUDA mask by the largest image's boxes. num_images: B, needed while tracing.
     """
+    groups = image_idx if levels is None else image_idx * num_levels + levels
+    if tracing():
+        return batched_nms_static(boxes, scores, groups, iou_threshold, (num_images or 1) * num_levels)
     n = boxes.shape[0]
     if max_boxes is None:
         max_boxes = CUDA_NMS_MAX_BOXES if boxes.is_cuda else n
     if n <= max_boxes:
-        groups = image_idx if levels is None else image_idx * num_levels + levels
         return batched_nms(boxes, scores, groups, iou_threshold)
     counts = torch.bincount(image_idx).tolist()
     kept, start = [], 0
@@ -143,57 +152,58 @@ class RegionProposalNetwork(nn.Module):
         {loss_rpn_cls, loss_rpn_box} in training ({} otherwise). Proposals carry no gradient.
         """
         levels: List[Tensor] = list(features.values()) if isinstance(features, Mapping) else [features]
-        per_level = self.anchor_generator(levels, image_shape)
+        anchors = self.anchor_generator(levels, image_shape)  # one [H_l * W_l * A, 4] per level
         heads = [self.head(f) for f in levels]
-        num_per_level = [a.shape[0] for a in per_level]
-        anchors = torch.cat(per_level) if len(per_level) > 1 else per_level[0]
-        logits = torch.cat([h[0] for h in heads], dim=1) if len(heads) > 1 else heads[0][0]
-        deltas = torch.cat([h[1] for h in heads], dim=1) if len(heads) > 1 else heads[0][1]
+        logits, deltas = [h[0] for h in heads], [h[1] for h in heads]
         mode = 0 if self.training else 1
-        proposals, valid = self.generate_proposals(anchors, logits.detach(), deltas.detach(), image_sizes,
-                                                   image_scales, mode, num_per_level)
+        proposals, valid = self.generate_proposals(anchors, [x.detach() for x in logits],
+                                                   [x.detach() for x in deltas], image_sizes, image_scales, mode)
         losses: Dict[str, Tensor] = {}
         if self.training:
             if gt_boxes is None or gt_labels is None:
                 raise ValueError("RegionProposalNetwork needs gt_boxes and gt_labels in training")
-            losses = self.losses(anchors, logits, deltas, image_sizes, gt_boxes, gt_labels)
+            losses = self.losses(_cat(anchors, 0), _cat(logits, 1), _cat(deltas, 1), image_sizes, gt_boxes,
+                                 gt_labels)
         return proposals, valid, losses
 
     @torch.no_grad()
-    def generate_proposals(self, anchors: Tensor, logits: Tensor, deltas: Tensor, image_sizes: Tensor,
-                           image_scales: Optional[Tensor], mode: int, num_per_level: Optional[Sequence[int]] = None
-                           ) -> Tuple[Tensor, Tensor]:
+    def generate_proposals(self, anchors: Union[Tensor, Sequence[Tensor]], logits: Union[Tensor, Sequence[Tensor]],
+                           deltas: Union[Tensor, Sequence[Tensor]], image_sizes: Tensor,
+                           image_scales: Optional[Tensor], mode: int) -> Tuple[Tensor, Tensor]:
         """Top-k per level by objectness -> decode -> clip -> drop small -> NMS per image and level -> top-k per
         image, by sigmoid probability. All images (and levels) at once.
 
-        anchors [N, 4], logits [B, N], deltas [B, N, 4]; num_per_level: anchors of each level (default: one).
-        """
-        b, n = logits.shape
-        counts = list(num_per_level) if num_per_level else [n]
-        idx_parts, level_parts, start = [], [], 0
-        for lvl, count in enumerate(counts):  # one top-k per level (a handful), no per-anchor work
-            k_l = min(self.pre_nms_top_n[mode], count)
-            idx_parts.append(logits[:, start:start + count].topk(k_l, dim=1).indices + start)  # sorted
-            level_parts.append(torch.full((k_l,), lvl, dtype=torch.int64, device=logits.device))
-            start += count
-        idx = torch.cat(idx_parts, dim=1) if len(idx_parts) > 1 else idx_parts[0]  # [B, k]
-        level = torch.cat(level_parts) if len(level_parts) > 1 else level_parts[0]  # [k]
-        k = idx.shape[1]
-        scores = torch.sigmoid(logits.gather(1, idx))  # [B, k]
-        boxes = self.box_coder.decode(deltas.gather(1, idx[..., None].expand(b, k, 4)), anchors[idx])
+        Per level l (a tensor instead of a list: one level): anchors [N_l, 4], logits [B, N_l], deltas
+        [B, N_l, 4]. Returns proposals [B, P, 4] (padding rows zero) and their validity [B, P]."""
+        if isinstance(anchors, Tensor):
+            anchors, logits, deltas = [anchors], [logits], [deltas]
+        b = logits[0].shape[0]
+        boxes_l, scores_l, level_l = [], [], []
+        for lvl, (a, lg, dl) in enumerate(zip(anchors, logits, deltas)):  # one top-k per level (a handful)
+            top, idx = lg.topk(top_n(lg, self.pre_nms_top_n[mode], dim=1), dim=1)  # [B, k_l], sorted
+            scores_l.append(torch.sigmoid(top))
+            boxes_l.append(self.box_coder.decode(dl.gather(1, idx[..., None].expand(-1, -1, 4)), a[idx]))
+            level_l.append(torch.full_like(idx, lvl))
+        boxes, scores, level = _cat(boxes_l, 1), _cat(scores_l, 1), _cat(level_l, 1)  # [B, k, ...]
         boxes = clip_boxes(boxes, image_sizes)
         min_size = torch.full((b, 1), float(self.min_size[mode]), device=boxes.device, dtype=boxes.dtype)
         if image_scales is not None and self.min_size_scaled:
             min_size = min_size * image_scales.to(min_size).view(b, 1)
         keep = box_sides_at_least(boxes, min_size)  # [B, k]
-        image_idx = torch.arange(b, device=boxes.device)[:, None].expand(b, k)[keep]
-        levels = level[None, :].expand(b, k)[keep] if len(counts) > 1 else None
+        image_idx = torch.arange(b, device=boxes.device)[:, None].expand_as(keep)[keep]
+        levels = level[keep] if len(anchors) > 1 else None
         boxes, scores = boxes[keep], scores[keep]
         kept = proposal_nms(boxes, scores, image_idx, self.nms_thresh[mode], levels=levels,
-                            num_levels=len(counts))  # by decreasing score per image
+                            num_levels=len(anchors), num_images=b)  # by decreasing score per image
+        post = self.post_nms_top_n[mode]
+        if tracing():  # one image (export): its top proposals, all valid
+            if b != 1:
+                raise ValueError(f"a traced RPN takes one image, got {b}")
+            kept = kept[:post]
+            return boxes[kept][None], torch.ones_like(kept, dtype=torch.bool)[None]
         image_idx = image_idx[kept]
         rank = rank_in_group(image_idx)
-        sel = rank < self.post_nms_top_n[mode]
+        sel = rank < post
         kept, image_idx, rank = kept[sel], image_idx[sel], rank[sel]
         p = int(rank.max()) + 1 if rank.numel() else 0
         proposals = boxes.new_zeros((b, p, 4))

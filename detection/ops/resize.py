@@ -2,9 +2,9 @@
 
 Detection (the model resizes, in training and at test time alike; see docs/architecture.md):
 
-    scale = resize_scale(h, w, min_size, max_size, rule)        # 'py-faster-rcnn' or 'torchvision'
-    nh, nw = resized_size(h, w, scale, rule)
+    new, scale = resize_size(torch.tensor([h, w]), min_size, max_size, rule)   # int64 [2], float64 []
     image = resize_image(image, (nh, nw))                       # [3, H, W] float -> [3, nh, nw], bilinear
+    (resize_scale / resized_size: the same rule on Python numbers)
 
 Classification: ``resize_square`` and ``ten_crop`` (squash, or torchvision's shortest side + centre crop).
 
@@ -22,8 +22,10 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["RESIZE_RULES", "resize_scale", "resized_size", "resize_image", "resize_square", "ten_crop",
-           "CROP_FRACTION"]
+from detection.ops.shapes import as_size, shape, tracing
+
+__all__ = ["RESIZE_RULES", "resize_size", "resize_scale", "resized_size", "resize_image", "resize_square",
+           "ten_crop", "CROP_FRACTION"]
 
 RESIZE_RULES = ("py-faster-rcnn", "torchvision")
 
@@ -36,17 +38,37 @@ def _check_rule(rule: str) -> None:
         raise ValueError(f"resize rule must be one of {list(RESIZE_RULES)}, got {rule!r}")
 
 
+def resize_size(hw: torch.Tensor, min_size: float, max_size: float, rule: str = "py-faster-rcnn"
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The detector resize for an image of size hw (int64 or float64 [2] tensor, (h, w)): (new size int64 [2],
+    scale float64 []), by ``rule`` (module docstring).
+
+    The one implementation of the rule, eager and traced alike: float64 tensor operations are the same IEEE
+    operations as Python floats (round half to even, floor), so the sizes are those of the references for every
+    input size, and a traced graph computes them from the input's shape (detection/ops/shapes.py)."""
+    _check_rule(rule)
+    hw = hw.to(torch.float64)
+    ends = torch.stack([hw.min(), hw.max()])  # [2] (short, long)
+    # IEEE divisions, on [1]-shaped tensors throughout: number / tensor is reciprocal() * number in torch, and the
+    # ONNX exporter computes arithmetic between two 0-d tensors in float32
+    ratios = torch.tensor([float(min_size), float(max_size)], dtype=torch.float64, device=hw.device) / ends
+    scale, cap, long = ratios[:1], ratios[1:], ends[1:]
+    if rule == "torchvision":
+        if max_size > 0:
+            scale = torch.minimum(scale, cap)
+        new = torch.floor(hw * scale)
+    else:
+        if max_size > 0:
+            scale = torch.where(torch.round(long * scale) > max_size, cap, scale)
+        new = torch.round(hw * scale)
+    new = torch.where(scale == 1.0, hw, new)
+    return new.clamp(min=1).to(torch.int64), scale.reshape(())
+
+
 def resize_scale(height: int, width: int, min_size: float, max_size: float, rule: str = "py-faster-rcnn") -> float:
     """The factor bringing the shortest side to ``min_size`` with the longest side capped at ``max_size``
-    (<= 0: no cap), by ``rule`` (module docstring)."""
-    _check_rule(rule)
-    short, long = min(height, width), max(height, width)
-    if rule == "torchvision":
-        return min(min_size / short, max_size / long) if max_size > 0 else min_size / short
-    scale = min_size / short
-    if max_size > 0 and round(long * scale) > max_size:
-        scale = max_size / long
-    return scale
+    (<= 0: no cap), by ``rule`` (module docstring); resize_size's, as a Python float."""
+    return float(resize_size(torch.tensor([height, width]), min_size, max_size, rule)[1])
 
 
 def resized_size(height: int, width: int, scale: float, rule: str = "py-faster-rcnn") -> Tuple[int, int]:
@@ -98,16 +120,63 @@ def resize_square(image: torch.Tensor, size: int, mode: str = "squash") -> torch
     8 bits: the shortest side resized to round(size / 0.875) (256 for 224) and the other to
     int(256 * long / short), bilinear with antialiasing on the 0..255 values rounded back to 8 bits, then the
     centre size x size crop at round((H - size) / 2). An image already size x size is returned as is."""
+    if mode not in ("squash", "center_crop"):
+        raise ValueError(f"resize mode must be 'squash' or 'center_crop', got {mode!r}")
+    if tracing():
+        return _resize_square_traced(image, size, mode)
     if mode == "squash":
         return _resize_aa(image, (size, size))
-    if mode != "center_crop":
-        raise ValueError(f"resize mode must be 'squash' or 'center_crop', got {mode!r}")
     if tuple(image.shape[-2:]) == (size, size):
         return image
     image = _quantised(lambda x: _shortest_side(x, int(round(size / CROP_FRACTION))), image)
     h, w = image.shape[-2:]
     y0, x0 = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
     return image[..., y0:y0 + size, x0:x0 + size]
+
+
+# -- the square resize as a traced graph computes it ------------------------------------------------------------------
+# Antialiased resizing becomes two weight matrices built in the graph from the input's size (PyTorch's triangle
+# filter): ONNX Resize-18's `antialias` differs from PyTorch's by up to ~1e-3 on strong downscales, the matrices by
+# ~1e-7. Sizes are tensors (detection/ops/shapes.py), so the graph takes any input size.
+def _aa_weights(in_size: torch.Tensor, out_size, device) -> torch.Tensor:
+    """[out, in] weights of PyTorch's antialiased bilinear resize along one axis (interpolate antialias=True,
+    align_corners=False): a triangle filter widened by the downscale factor, each row normalised to sum 1."""
+    scale = in_size.to(torch.float32) / torch.as_tensor(out_size).to(torch.float32)
+    inv = 1.0 / torch.clamp(scale, min=1.0)
+    center = scale * (torch.arange(as_size(torch.as_tensor(out_size)), device=device).to(torch.float32) + 0.5)
+    pos = torch.arange(as_size(in_size), device=device).to(torch.float32) + 0.5
+    w = (1.0 - ((pos[None, :] - center[:, None]) * inv).abs()).clamp(min=0.0)
+    return w / w.sum(dim=1, keepdim=True)
+
+
+def _resize_aa_traced(x: torch.Tensor, out_h, out_w) -> torch.Tensor:
+    """[..., H, W] -> [..., out_h, out_w], antialiased bilinear as matrix products (sizes: ints or 0-d tensors)."""
+    hw = shape(x, (-2, -1))
+    wh = _aa_weights(hw[0], out_h, x.device)
+    ww = _aa_weights(hw[1], out_w, x.device)
+    return torch.matmul(torch.matmul(wh, x), ww.t())
+
+
+def _resize_square_traced(x: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+    """resize_square with the sizes computed in the graph: the same sizes, crop offsets and 8-bit rounding."""
+    if mode == "squash":
+        return _resize_aa_traced(x, size, size)
+    side = float(round(size / CROP_FRACTION))
+    hw = shape(x, (-2, -1)).to(torch.float64)
+    short, long = hw.min().reshape(1), hw.max().reshape(1)  # [1]: no arithmetic between 0-d tensors (resize_size)
+    new_long = torch.floor(side * long / short)  # int(side * long / short)
+    side_t = torch.full_like(new_long, side)
+    new = torch.where(hw[:1] <= hw[1:], torch.cat([side_t, new_long]), torch.cat([new_long, side_t]))
+    # an image already S x S is returned as it is: resized to its own size, not quantised, cropped at 0
+    as_is = (hw == float(size)).all()
+    new = torch.where(as_is, hw, new).to(torch.int64)
+    resized = _resize_aa_traced(x * 255.0, new[0], new[1])
+    x = torch.where(as_is, resized / 255.0, resized.round().clamp(0.0, 255.0) / 255.0)  # 8-bit values
+    y0 = torch.round((new[0] - size).to(torch.float64) / 2.0).to(torch.int64)
+    x0 = torch.round((new[1] - size).to(torch.float64) / 2.0).to(torch.int64)
+    rows = torch.arange(size, device=x.device) + y0
+    cols = torch.arange(size, device=x.device) + x0
+    return x.index_select(-2, rows).index_select(-1, cols)
 
 
 def ten_crop(image: torch.Tensor, size: int, mode: str = "squash") -> torch.Tensor:
