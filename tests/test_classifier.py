@@ -3,7 +3,6 @@ import csv
 import json
 import os
 import re
-import sys
 
 import cv2
 import numpy as np
@@ -347,11 +346,7 @@ def _mobilenet_weights_or_skip():
 
 
 def _tool(name):
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.pop(0)
+    return __import__(name)  # tools/ is on sys.path (tests/conftest.py)
 
 
 def test_quickstart_classifier_reaches_95_percent(tmp_path):

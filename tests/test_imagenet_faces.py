@@ -1,7 +1,6 @@
 """Pretrained MobileNetV2 as an ImageNet classifier (scikit-image photos) and as a frozen feature extractor (faces)."""
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -99,12 +98,8 @@ def test_rocket_top2_is_torchvisions(imagenet):
 
 def test_faces_classifier_reaches_95_percent(tmp_path):
     _weights_or_skip()
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    try:
-        import export_lfw_faces
-        import train_net
-    finally:
-        sys.path.pop(0)
+    import export_lfw_faces
+    import train_net
     data = tmp_path / "lfw_faces"
     manifest = export_lfw_faces.export_lfw_faces(str(data))
     assert manifest["counts"] == {"train": {"faces": 70, "not_faces": 70}, "val": {"faces": 30, "not_faces": 30}}
