@@ -176,7 +176,8 @@ def main(argv=None) -> int:
           f"{args.warmup} warm-up; ratio = ours / torchvision seconds\n")
     print(table(rows))
     for mode, by_batch in speedups.items():
-        print(f"AMP / fp32 img/s, ours, {mode}: " + ", ".join(f"batch {b} {s:.2f}x" for b, s in sorted(by_batch.items())))
+        print(f"AMP / fp32 img/s, ours, {mode}: "
+              + ", ".join(f"batch {b} {s:.2f}x" for b, s in sorted(by_batch.items())))
     if failed:
         print("targets missed: " + "; ".join(failed))
     if args.json:

@@ -71,7 +71,8 @@ def junit_counts(path: str) -> Dict[str, object]:
     """{tests, failures, errors, skipped, passed, test_ops_cuda, failed_names, crashed} from a JUnit XML file."""
     root = ET.parse(path).getroot()
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
-    c: Dict[str, object] = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
+    c: Dict[str, object] = {k: sum(int(s.get(k, 0)) for s in suites)
+                            for k in ("tests", "failures", "errors", "skipped")}
     c["passed"] = c["tests"] - c["failures"] - c["errors"] - c["skipped"]
     cases = list(root.iter("testcase"))
     c["test_ops_cuda"] = sum(1 for t in cases if "test_ops_cuda" in (t.get("classname") or ""))

@@ -77,7 +77,8 @@ def test_wheel_folder_detection(tmp_path):
 def test_wheels_step_installs_only_what_is_missing(tmp_path):
     folder = tmp_path / "whl"
     touch(str(folder), "pytest-0.0.1-py3-none-any.whl", f"pytest-{pytest.__version__}-py3-none-any.whl")
-    ctx = gpu_runner.Context(gpu_check.parse_args(["--wheels", str(folder), "--work", str(tmp_path / "w")]), sys.executable)
+    args = gpu_check.parse_args(["--wheels", str(folder), "--work", str(tmp_path / "w")])
+    ctx = gpu_runner.Context(args, sys.executable)
     assert gpu_steps.wheel_commands(ctx) == []  # pytest is installed at that version here
     touch(str(folder), "nonexistent_pkg_for_test-1.0-py3-none-any.whl")
     (cmd,) = gpu_steps.wheel_commands(ctx)
