@@ -28,7 +28,7 @@ from harness import ROOT
 
 RECORD_ENV = "GPU_TESTS_RECORD"  # the plugin's record file
 DONE_ENV = "GPU_TESTS_DONE"  # a file of node ids (one a line) the plugin deselects: they ran, or crashed
-CRASHED = re.compile(r"worker '(\w+)' crashed while running '([^']+)'")
+CRASHED = re.compile(r"worker '(\w+)' crashed\s+while\s+running\s+'([^']+)'", re.I)  # xdist's report (a JUnit error)
 PYTEST_EXIT_CODES = range(0, 6)  # pytest's own: ok, tests failed, interrupted, internal error, usage, none collected
 
 

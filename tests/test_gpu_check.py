@@ -243,15 +243,16 @@ def test_parse_tests_junit_names_failures_and_crashes(ctx):
     assert res.status == "FAIL"
     assert res.summary == ("2 passed, 1 failed, 0 errors, 1 skipped (2 from test_ops_cuda.py; mode unknown); "
                            "failing: tests.test_ops_cuda.test_b")
-    # pytest-xdist's report of a crashed worker
-    write(ctx.path("junit.xml"), """<?xml version="1.0"?><testsuites><testsuite tests="3" failures="1" errors="0"
+    # pytest-xdist's report of a crashed worker, as pytest's junitxml writes it (when="???": an error)
+    write(ctx.path("junit.xml"), """<?xml version="1.0"?><testsuites><testsuite tests="3" failures="0" errors="1"
         skipped="0"><testcase classname="tests.test_ops_cuda" name="test_a"/><testcase classname="tests.test_ops_cuda"
-        name="test_crash"><failure message="worker 'gw2' crashed while running 'tests/test_ops_cuda.py::test_crash'"/>
-        </testcase><testcase classname="tests.test_ops_cuda" name="test_c"/></testsuite></testsuites>""")
+        name="test_crash"><error message="failed on setup with &quot;worker 'gw2' crashed while running
+        'tests/test_ops_cuda.py::test_crash'&quot;"/></testcase><testcase classname="tests.test_ops_cuda"
+        name="test_c"/></testsuite></testsuites>""")
     res = gpu_runner.Result("tests", "FAIL", exit_code=1)
     gpu_results.parse_tests(ctx, res, 'GPU_CHECK_TESTS {"mode": "pytest-xdist -n 4", "crashed": [], "runs": 1}\n')
     assert res.status == "FAIL" and res.data["crashed"] == ["tests/test_ops_cuda.py::test_crash"]
-    assert res.summary == ("2 passed, 1 failed, 0 errors, 0 skipped (3 from test_ops_cuda.py; pytest-xdist -n 4); "
+    assert res.summary == ("2 passed, 0 failed, 1 errors, 0 skipped (3 from test_ops_cuda.py; pytest-xdist -n 4); "
                            "1 CRASHED: tests/test_ops_cuda.py::test_crash")
     os.remove(ctx.path("junit.xml"))
     res = gpu_runner.Result("tests", "ok")
