@@ -37,7 +37,7 @@ demo: setup
 	$(PY) tools/quickstart.py $(if $(FRESH),--fresh,)
 
 bench: setup
-	$(PY) tools/benchmark_ops.py
+	$(PY) dev/benchmark_ops.py
 
 clean:
 	rm -rf build detection/*.so $(VENV)/.built $(VENV)/.built-cuda

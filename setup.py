@@ -8,8 +8,13 @@ Environment:
   TORCH_CUDA_ARCH_LIST    which GPU architectures to compile for (e.g. "9.0"); torch's own default otherwise.
   CUDA_HOME               the CUDA toolkit; found from /usr/local/cuda or nvcc when unset.
   MAX_JOBS                parallel compile jobs (ninja).
+  CC, CXX, LDSHARED       the compilers (distutils' rules). The linked module must need the shared libstdc++: one
+                          that carries its own (a wrapper's or LDFLAGS' -static-libstdc++) is relinked with
+                          /usr/bin/g++, or the build stops with one line naming the compiler and the fix.
 """
+import contextlib
 import glob
+import importlib.util
 import os
 import shutil
 import site
@@ -97,19 +102,118 @@ def get_extensions():
     return [ops]
 
 
+def _load_elf_check():
+    """detection/ops/_elf_check.py by its path: the package cannot be imported while its extension is built."""
+    spec = importlib.util.spec_from_file_location("_detection_elf_check",
+                                                  os.path.join(ROOT, "detection", "ops", "_elf_check.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+elf = _load_elf_check()
+
+
+@contextlib.contextmanager
+def _environment(**values):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _configure_from_environment(compiler):
+    """Sets the compiler's executables from CC, CXX, LDSHARED, ... again (distutils' customize_compiler, which
+    recent setuptools caches per compiler: its configure_system is called directly there)."""
+    if hasattr(compiler, "configure_system"):
+        compiler.configure_system()
+    else:
+        from distutils.sysconfig import customize_compiler
+
+        customize_compiler(compiler)
+
+
+def link_checked(base):
+    """`base` (a build_ext class) checking every module it links: one without libstdc++.so among its ELF NEEDED
+    entries carries a private libstdc++ (a compiler wrapper's or LDFLAGS' -static-libstdc++), whose locale state
+    crashes the process when a C++ error message formats a number. It is relinked with the system C++ compiler
+    (LDSHARED="/usr/bin/g++ -shared", the static flags dropped), or the build fails with one line naming the
+    compiler it used and the fix."""
+
+    class LinkCheckedBuildExt(base):
+        def build_extension(self, ext):
+            calls = self._build_recording_links(ext)
+            path = self.get_ext_fullpath(ext.name)
+            if elf.private_libstdcxx_problem(path) and not calls:  # an up-to-date module from an earlier build
+                os.remove(path)
+                calls = self._build_recording_links(ext)
+            self._ensure_shared_libstdcxx(path, calls)
+
+        def _build_recording_links(self, ext):
+            """super().build_extension(ext); returns the (args, kwargs) of the compiler's link calls."""
+            calls, link = [], self.compiler.link
+
+            def recording_link(*args, **kwargs):
+                calls.append((args, kwargs))
+                return link(*args, **kwargs)
+
+            self.compiler.link = recording_link
+            try:
+                super().build_extension(ext)
+            finally:
+                del self.compiler.link  # the class's method again
+            return calls
+
+        def _ensure_shared_libstdcxx(self, path, calls):
+            problem = elf.private_libstdcxx_problem(path)
+            if problem is None:
+                return
+            from setuptools.errors import LinkError
+
+            used = (self.compiler.compiler_cxx or self.compiler.linker_so or ["the default compiler"])[0]
+
+            def fail(what):
+                raise LinkError(f"{used} linked libstdc++ statically into {path} (no libstdc++.so among its ELF "
+                                f"NEEDED entries), and relinking with {elf.SYSTEM_CXX} {what}: build with {elf.FIX}")
+
+            if not os.path.exists(elf.SYSTEM_CXX):
+                fail("is impossible: it does not exist")
+            print(f"detection: {problem}; relinking with {elf.SYSTEM_CXX}", flush=True)
+            with _environment(**elf.system_toolchain_environment(os.environ)):
+                _configure_from_environment(self.compiler)
+            args, kwargs = calls[-1]
+            os.remove(path)  # else distutils may skip the link of an up-to-date output
+            try:
+                self.compiler.link(*args, **kwargs)
+            except Exception as exc:  # distutils' LinkError, or an OSError from a broken compiler
+                fail(f"failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+            if elf.private_libstdcxx_problem(path):
+                fail("did not help")
+            print(f"detection: relinked {path} with {elf.SYSTEM_CXX}: it needs the shared libstdc++ now", flush=True)
+
+    return LinkCheckedBuildExt
+
+
 def _build_ext_class():
     from torch.utils.cpp_extension import BuildExtension
 
-    return BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)
+    return link_checked(BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None))
 
 
-setup(
-    name="detection",
-    version="0.1.0",
-    description="Faster R-CNN object detection toolkit with compiled NMS / RoIAlign / RoIPool",
-    packages=find_packages(include=["detection", "detection.*"]),
-    python_requires=">=3.10",
-    ext_modules=get_extensions(),
-    cmdclass={"build_ext": _build_ext_class()},
-    zip_safe=False,
-)
+if __name__ == "__main__":  # pip's build backend runs this file as __main__ too; tests load it as a module
+    setup(
+        name="detection",
+        version="0.1.0",
+        description="Faster R-CNN object detection toolkit with compiled NMS / RoIAlign / RoIPool",
+        packages=find_packages(include=["detection", "detection.*"]),
+        python_requires=">=3.10",
+        ext_modules=get_extensions(),
+        cmdclass={"build_ext": _build_ext_class()},
+        zip_safe=False,
+    )

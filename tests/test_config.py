@@ -231,11 +231,7 @@ def test_resolve_num_classes():
 
 
 def test_docs_in_sync():
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    try:
-        import gen_config_docs
-    finally:
-        sys.path.pop(0)
+    import gen_config_docs
     path = os.path.join(ROOT, "docs", "config.md")
     current = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
     assert current == gen_config_docs.render(), "docs/config.md is out of date: run `python tools/gen_config_docs.py`"

@@ -50,7 +50,7 @@ def test_two_process_gloo_training_keeps_identical_weights(tmp_path, neck):
 
 def test_a_single_process_torchrun_launch_joins_a_process_group(monkeypatch):
     # torchrun --nproc_per_node 1 is still a DDP run (torchvision's reference rule): on a GPU that is what makes
-    # tools/gpu_check.sh's torchrun step exercise nccl. Here with gloo, in this process.
+    # dev/gpu_check.sh's torchrun step exercise nccl. Here with gloo, in this process.
     import socket
 
     import torch.distributed as dist
@@ -76,8 +76,7 @@ def test_a_single_process_torchrun_launch_joins_a_process_group(monkeypatch):
 
 
 KILLER = """import os, signal, sys
-sys.path.insert(0, {tools!r})
-import train_net
+import train_net  # tools/ is on PYTHONPATH
 from detection.engine.distributed import get_rank
 from detection.engine.trainer import Trainer
 
@@ -105,9 +104,10 @@ def test_two_process_kill_and_resume_ends_with_the_weights_of_an_uninterrupted_r
     generate_detection_dataset(str(data), DetectionParams(num_train=8, num_test=2, width=96, height=80,
                                                           max_objects=2, min_size=20, max_size=40),
                                log=lambda m: None)
-    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "tools")])}
     killer = tmp_path / "killer.py"
-    killer.write_text(KILLER.format(tools=os.path.join(ROOT, "tools"), kill_at=3))
+    killer.write_text(KILLER.format(kill_at=3))
 
     def torchrun(script, cfg, *extra):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),

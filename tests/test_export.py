@@ -221,7 +221,6 @@ def test_classifier_exports_logits_and_probabilities_for_any_size(resize, tmp_pa
 
 
 def test_export_tool_checks_the_file_against_pytorch(tmp_path, capsys):
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
     import cv2
 
     import export_model

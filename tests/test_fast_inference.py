@@ -2,7 +2,6 @@
 detections with fast=True equal the eager model's (boxes within 0.01 px, scores within 1e-4, CPU float32)."""
 import copy
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -106,7 +105,6 @@ def test_load_fast_and_the_tools_fast_flag(quickstart, tmp_path):
     a, b = eager(img), fast(img)
     assert compare_detections(a.output, b.output).ok and len(a) > 0
 
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
     import cv2
 
     import demo as demo_tool

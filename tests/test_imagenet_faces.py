@@ -1,7 +1,6 @@
 """Pretrained MobileNetV2 as an ImageNet classifier (scikit-image photos) and as a frozen feature extractor (faces)."""
 import json
 import os
-import sys
 
 import numpy as np
 import learned
@@ -105,12 +104,8 @@ FACES_ACCURACY = 0.95
 
 def test_faces_classifier_reaches_95_percent(tmp_path):
     _weights_or_skip()
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    try:
-        import export_lfw_faces
-        import train_net
-    finally:
-        sys.path.pop(0)
+    import export_lfw_faces
+    import train_net
     data = tmp_path / "lfw_faces"
     manifest = export_lfw_faces.export_lfw_faces(str(data))
     assert manifest["counts"] == {"train": {"faces": 70, "not_faces": 70}, "val": {"faces": 30, "not_faces": 30}}

@@ -3,7 +3,6 @@ outputs and their schemas, exact kill-and-resume with the real loader, the non-f
 errors for bad arguments. The 2-process DDP run is in test_distributed.py."""
 import json
 import os
-import sys
 
 import cv2
 import numpy as np
@@ -11,12 +10,11 @@ import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
 
-import demo as demo_tool  # noqa: E402
-import learned  # noqa: E402
-import test_net as test_tool  # noqa: E402
-import train_net as train_tool  # noqa: E402
+import demo as demo_tool
+import learned
+import test_net as test_tool
+import train_net as train_tool
 
 CLASSES = ["circle", "square", "triangle"]
 

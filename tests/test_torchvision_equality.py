@@ -13,17 +13,15 @@ test cheap on a CPU; the torch hub cache is empty, so no ImageNet file is needed
 """
 import json
 import os
-import sys
 
 import cv2
 import pytest
 import torch
 from torchvision.models.detection import FasterRCNN_ResNet50_FPN_Weights
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+import demo as demo_tool
 
-import demo as demo_tool  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PHOTOS = ("chelsea", "coffee", "rocket")
 MIN_SIZE, MAX_SIZE = 224, 352

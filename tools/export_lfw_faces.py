@@ -19,9 +19,7 @@ import json
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import _setup_check  # noqa: F401,E402  (one line saying `make setup` when the package is not installed)
 
 CLASSES = ("faces", "not_faces")
 _STEMS = {"faces": "face", "not_faces": "not_face"}

@@ -22,9 +22,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import _setup_check  # noqa: F401,E402  (one line saying `make setup` when the package is not installed)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 # The dataset the quick-start configs expect (tools/make_synthetic_dataset.py flags).

@@ -19,10 +19,7 @@ import logging
 import os
 import sys
 
-try:
-    import detection  # noqa: F401
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _setup_check  # noqa: F401,E402  (one line saying `make setup` when the package is not installed)
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 logger = logging.getLogger("detection.test_net")

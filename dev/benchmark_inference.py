@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Per-image CPU latency of one detector four ways: eager, fast=True, the exported program (.pt2) and onnxruntime.
 
-  python tools/benchmark_inference.py [--models quickstart r50_c4 ...] [--threads 1] [--repeats 5]
+  python dev/benchmark_inference.py [--models quickstart r50_c4 ...] [--threads 1] [--repeats 5]
 
 Models (seeded weights: ImageNet trunks where the weight file is installed, otherwise random with the frozen
 BatchNorm statistics calibrated on one image so activations stay in range; random heads): `quickstart`
@@ -18,18 +18,15 @@ import argparse
 import copy
 import glob
 import os
-import statistics
 import sys
 import tempfile
 import time
 
-try:
-    import detection  # noqa: F401
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import harness
+from harness import ROOT
 
+harness.require_detection()
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # name -> (config, overrides, image (height, width))
 MODELS = {
@@ -111,12 +108,6 @@ def scale_random_heads(model, image, logit_std: float = 2.0, delta_std: float = 
             layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * (std / (rms * d ** 0.5)))
 
 
-def _time(fn, image) -> float:
-    start = time.perf_counter()
-    fn(image)
-    return time.perf_counter() - start
-
-
 def bench(name: str, threads: int, repeats: int, tmp: str) -> dict:
     import torch
 
@@ -158,8 +149,8 @@ def bench(name: str, threads: int, repeats: int, tmp: str) -> dict:
     for _ in range(repeats):
         for key, fn in variants.items():
             for img in images:
-                times[key].append(_time(fn, img))
-    med = {key: statistics.median(v) * 1000 for key, v in times.items()}
+                times[key].append(harness.timed(lambda: fn(img))[0])
+    med = {key: harness.median(v) * 1000 for key, v in times.items()}
     detections = len(refs[0]["scores"])
     return dict(name=name, config=MODELS[name][0], size=images[0].shape[1:], weights=weights, med=med, diffs=diffs,
                 detections=detections, onnx_export_s=onnx_export_s, program_export_s=program_export_s,

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Wheels for the GPU machine, which reaches no package index: download here, install there.
 
-  python tools/gpu_wheels.py [--wheels .whl] [--python-version 3.12] [--from-python .venv/bin/python] [--dry-run]
+  python dev/gpu_wheels.py [--wheels .whl] [--python-version 3.12] [--from-python .venv/bin/python] [--dry-run]
 
 downloads (pip download --no-deps --only-binary=:all:, manylinux x86-64) the packages of DEVICE_WHEELS that the
 device image lacks, at the versions installed in --from-python (the project's tested environment), for the
 device's Python, into --wheels (ignored by git: /.whl/). Another version of one of them already in the folder
-is removed first: pip --no-deps refuses two versions of a package. tools/gpu_check.py installs the folder's wheels
+is removed first: pip --no-deps refuses two versions of a package. dev/gpu_check.py installs the folder's wheels
 on the device (`wheels` step); the device tool carries it (`carry: [".whl"]`, 64 MiB with the working tree).
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ import subprocess
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from harness import ROOT
+
 
 # Pure-Python (or manylinux) packages the tests and the quick start need that the device image lacks (the device
 # tool's KINDS.md lists what it has; typing-extensions is there but older than pydantic needs).

@@ -2,9 +2,9 @@
 # Download, where PyPI is reachable, the wheels the GPU machine lacks into .whl/ (git ignores it; the device tool
 # carries it with carry: [".whl"]), at the versions of the project's environment, for the device's Python:
 #
-#   bash tools/gpu_wheels.sh [--python-version 3.12] [--wheels .whl] [--dry-run]
+#   bash dev/gpu_wheels.sh [--python-version 3.12] [--wheels .whl] [--dry-run]
 #
-# PYTHON selects that environment's interpreter (default .venv/bin/python, else python3). See tools/gpu_wheels.py.
+# PYTHON selects that environment's interpreter (default .venv/bin/python, else python3). See dev/gpu_wheels.py.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,4 +19,4 @@ if ! command -v "$PYTHON" >/dev/null 2>&1; then
   echo "gpu_wheels.sh: no '$PYTHON' here; set PYTHON to the project environment's interpreter" >&2
   exit 2
 fi
-exec "$PYTHON" tools/gpu_wheels.py --from-python "$PYTHON" "$@"
+exec "$PYTHON" dev/gpu_wheels.py --from-python "$PYTHON" "$@"

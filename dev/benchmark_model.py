@@ -1,6 +1,6 @@
 """Time our Faster R-CNN against torchvision's FasterRCNN built from the same parts, in the same run.
 
-Usage: python tools/benchmark_model.py [--backbones tiny resnet18] [--size 600 800] [--repeats 3] [--warmup 1]
+Usage: python dev/benchmark_model.py [--backbones tiny resnet18] [--size 600 800] [--repeats 3] [--warmup 1]
                                        [--threads 2] [--ims-per-batch 1] [--device cpu|cuda]
                                        [--precision fp32|amp|both] [--json results.json]
                                        [--append docs/benchmarks.md]
@@ -34,116 +34,20 @@ import argparse
 import contextlib
 import copy
 import datetime
-import json
-import os
 import statistics
 import sys
 import time
 
-import torch
+import harness
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+harness.require_detection()
 
+import torch  # noqa: E402
 import torchvision  # noqa: E402
-from torch import nn  # noqa: E402
-from torchvision.models.detection import FasterRCNN as TVFasterRCNN  # noqa: E402
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor  # noqa: E402
-from torchvision.models.detection.rpn import AnchorGenerator as TVAnchorGenerator  # noqa: E402
 
-from detection.config import get_default_config  # noqa: E402
 from detection.export.fast import optimize_for_inference  # noqa: E402
-from detection.modeling.build import build_model  # noqa: E402
-
-NUM_CLASSES = 20  # VOC
-
-
-class _Trunk(nn.Module):
-    """torchvision wants `backbone.out_channels`."""
-
-    def __init__(self, trunk: nn.Module, channels: int):
-        super().__init__()
-        self.body = trunk
-        self.out_channels = channels
-
-    def forward(self, x):
-        return self.body(x)
-
-
-def make_config(backbone: str, height: int, width: int):
-    cfg = get_default_config()
-    cfg.MODEL.BACKBONE.NAME = backbone
-    cfg.MODEL.BACKBONE.WEIGHTS = ""
-    cfg.MODEL.FREEZE_AT = 0 if backbone == "tiny" else 2
-    cfg.TRAIN.SCALES = cfg.TEST.SCALES = (min(height, width),)
-    cfg.TRAIN.MAX_SIZE = cfg.TEST.MAX_SIZE = max(height, width)
-    return cfg
-
-
-def build_pair(cfg):
-    """Our model from cfg, and torchvision's FasterRCNN with copies of its trunk, head, RPN and predictor."""
-    ours = build_model(cfg)
-    tr, te = cfg.TRAIN, cfg.TEST
-    stride = cfg.FEAT_STRIDE
-    sizes = tuple(int(s * stride) for s in cfg.ANCHOR_SCALES)
-    heads = ours.roi_heads
-    pool = heads.pooler
-    tv = TVFasterRCNN(
-        _Trunk(copy.deepcopy(ours.backbone), ours.rpn.head.conv.in_channels), num_classes=None,
-        min_size=cfg.TEST.SCALES[0], max_size=cfg.TEST.MAX_SIZE,
-        image_mean=list(cfg.PIXEL_MEANS), image_std=list(cfg.PIXEL_STDS),
-        rpn_anchor_generator=TVAnchorGenerator((sizes,), (tuple(cfg.ANCHOR_RATIOS),)),
-        rpn_pre_nms_top_n_train=tr.RPN_PRE_NMS_TOP_N, rpn_pre_nms_top_n_test=te.RPN_PRE_NMS_TOP_N,
-        rpn_post_nms_top_n_train=tr.RPN_POST_NMS_TOP_N, rpn_post_nms_top_n_test=te.RPN_POST_NMS_TOP_N,
-        rpn_nms_thresh=te.RPN_NMS_THRESH, rpn_fg_iou_thresh=tr.RPN_POSITIVE_OVERLAP,
-        rpn_bg_iou_thresh=tr.RPN_NEGATIVE_OVERLAP, rpn_batch_size_per_image=tr.RPN_BATCHSIZE,
-        rpn_positive_fraction=tr.RPN_FG_FRACTION,
-        box_roi_pool=torchvision.ops.MultiScaleRoIAlign(["0"], pool.output_size, pool.sampling_ratio),
-        box_head=copy.deepcopy(heads.box_head),
-        box_predictor=FastRCNNPredictor(heads.cls_score.in_features, heads.num_classes),
-        box_score_thresh=te.SCORE_THRESH, box_nms_thresh=te.NMS, box_detections_per_img=te.DETECTIONS_PER_IMAGE,
-        box_fg_iou_thresh=tr.FG_THRESH, box_bg_iou_thresh=tr.BG_THRESH_HI,
-        box_batch_size_per_image=tr.BATCH_SIZE, box_positive_fraction=tr.FG_FRACTION)
-    with torch.no_grad():  # same RPN and predictor weights -> the same amount of work downstream
-        ours_rpn = [ours.rpn.head.conv, ours.rpn.head.cls_logits, ours.rpn.head.bbox_pred]
-        tv_rpn = [m for m in tv.rpn.head.modules() if isinstance(m, nn.Conv2d)]
-        for a, b in zip(ours_rpn, tv_rpn):
-            b.weight.copy_(a.weight)
-            b.bias.copy_(a.bias)
-        tv.roi_heads.box_predictor.cls_score.load_state_dict(heads.cls_score.state_dict())
-        tv.roi_heads.box_predictor.bbox_pred.load_state_dict(heads.bbox_pred.state_dict())
-    return ours, tv
-
-
-FPN_NAME = "resnet50_fpn"
-
-
-def build_fpn_pair(height: int, width: int):
-    """Ours (configs/faster_rcnn_r50_fpn_coco.yaml) and torchvision's fasterrcnn_resnet50_fpn as built for its COCO
-    weights, random init, ours loaded with torchvision's state dict (the same weights)."""
-    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-    from torchvision.ops.misc import FrozenBatchNorm2d
-
-    from detection.config import load_config
-    from detection.engine.checkpoint import load_model_weights
-    from detection.modeling.backbone.base import backbone_weights_come_later
-
-    side, longest = min(height, width), max(height, width)
-    tv = TVFasterRCNN(_resnet_fpn_extractor(torchvision.models.resnet50(norm_layer=FrozenBatchNorm2d), 3), 91,
-                      min_size=side, max_size=longest)
-    cfg = load_config(os.path.join(ROOT, "configs", "faster_rcnn_r50_fpn_coco.yaml"),
-                      ["TEST.SCALES", f"[{side}]", "TEST.MAX_SIZE", str(longest), "TRAIN.SCALES", f"[{side}]",
-                       "TRAIN.MAX_SIZE", str(longest), "TRAIN.USE_FLIPPED", "False"])
-    with backbone_weights_come_later():
-        ours = build_model(cfg, num_classes=91)
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "tv.pth")
-        torch.save(tv.state_dict(), path)
-        load_model_weights(ours, path)
-    return ours, tv
+from harness import timed  # noqa: E402
+from model_pairs import FPN_NAME, NUM_CLASSES, build_fpn_pair, build_pair, make_config, make_inputs  # noqa: E402
 
 
 class StageClock:
@@ -192,30 +96,6 @@ def stage_breakdown(s):
             "box head": s["box head"],
             "predictor + post-processing": s["roi heads"] - s["roi pooling"] - s["box head"],
             "pre/post (resize, map back)": s["total"] - s["backbone"] - s["rpn"] - s["roi heads"]}
-
-
-def make_inputs(n, height, width, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    images = [torch.rand(3, height, width, generator=g) for _ in range(n)]
-    targets = []
-    for _ in range(n):
-        xy = torch.rand(3, 2, generator=g) * torch.tensor([width * 0.6, height * 0.6])
-        wh = 40 + torch.rand(3, 2, generator=g) * torch.tensor([width * 0.35, height * 0.35])
-        targets.append({"boxes": torch.cat([xy, xy + wh], 1),
-                        "labels": torch.randint(1, NUM_CLASSES + 1, (3,), generator=g)})
-    return images, targets
-
-
-def timed(fn, device=torch.device("cpu")):
-    """(seconds, result) of fn(); on CUDA the queued work is finished before and after."""
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize(device)
-    t = time.perf_counter()
-    out = fn()
-    if cuda:
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t, out
 
 
 class BackboneClock:
@@ -420,8 +300,9 @@ def main(argv=None):
     ap.add_argument("--json", default="", metavar="PATH", help="also write the medians to this JSON file")
     ap.add_argument("--append", default="", help="append the table to this markdown file (docs/benchmarks.md)")
     args = ap.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("benchmark_model.py --device cuda: no CUDA device is visible", file=sys.stderr)
+    error = harness.require_cuda("benchmark_model.py", args.device)
+    if error:
+        print(error, file=sys.stderr)
         return 2
     if args.device == "cpu" and args.precision != "fp32":
         print("benchmark_model.py: --precision amp needs --device cuda", file=sys.stderr)
@@ -450,15 +331,13 @@ def main(argv=None):
     print(md)
     print(note)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"device": where, "torch": torch.__version__, "torchvision": torchvision.__version__,
-                       "size": args.size, "rows": [{"backbone": n, "precision": p, **m} for n, p, m in rows]},
-                      f, indent=1)
+        harness.write_json(args.json, {"device": where, "machine": harness.machine(device), "size": args.size,
+                                       "rows": [{"backbone": n, "precision": p, **m} for n, p, m in rows]})
     if args.append:
         machine = where if device.type == "cuda" else "machine: 2-core CPU (shared)"
         section = (f"\n## Model ({args.device.upper()})\n\n{datetime.date.today().isoformat()}, {machine}, "
                    f"torch {torch.__version__}, torchvision {torchvision.__version__}. "
-                   f"`python tools/benchmark_model.py` (FasterRCNN vs torchvision's FasterRCNN with the same "
+                   f"`python dev/benchmark_model.py` (FasterRCNN vs torchvision's FasterRCNN with the same "
                    f"trunk, head, anchors and proposal counts).\n\n{md}\n\n{note}\n")
         with open(args.append, "a", encoding="utf-8") as f:
             f.write(section)

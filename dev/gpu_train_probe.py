@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """tools/train_net.py in this process, timing every training iteration and reading CUDA's peak memory.
 
-  python tools/gpu_train_probe.py RESULT.json -- <tools/train_net.py arguments>
+  python dev/gpu_train_probe.py RESULT.json -- <tools/train_net.py arguments>
 
 Writes {exit_code, iterations, warmup_iterations, it_per_s (after the first 10 of more than 20 iterations),
 train_seconds, peak_memory_bytes (CUDA's max_memory_allocated during Trainer.train), step_seconds} and exits with
-train_net's exit code. Used by tools/gpu_check.py's training steps.
+train_net's exit code. Used by the GPU check's training steps (dev/gpu_steps.py).
 """
 from __future__ import annotations
 
@@ -15,18 +15,16 @@ import sys
 import time
 from typing import Dict, List
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOOLS = os.path.join(ROOT, "tools")
+import harness
+
+TRAIN_NET = os.path.join(harness.TOOLS, "train_net.py")
 
 
 def train_probe(out_json: str, argv: List[str]) -> int:
-    """Runs train_net.main(argv) with Trainer.run_step and Trainer.train wrapped; writes out_json."""
+    """Runs tools/train_net.py with `argv`, as a script in this process, with Trainer.run_step and Trainer.train
+    wrapped; writes out_json."""
     import torch
 
-    sys.path.insert(0, TOOLS)
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
-    import train_net
     from detection.engine import trainer as trainer_mod
 
     times: List[float] = []
@@ -52,7 +50,7 @@ def train_probe(out_json: str, argv: List[str]) -> int:
 
     trainer_mod.Trainer.run_step, trainer_mod.Trainer.train = timed_step, measured_train
     try:
-        code = train_net.main(argv)
+        code = harness.run_script(TRAIN_NET, argv)
     finally:
         trainer_mod.Trainer.run_step, trainer_mod.Trainer.train = run_step_fn, train_fn
     warm = 10 if len(times) > 20 else 0  # cudnn autotuning, allocator growth

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 r"""Epoch time of the classifier's head training with and without the frozen-feature cache.
 
-    python tools/benchmark_feature_cache.py                                  # configs/quickstart_classifier.yaml
-    python tools/benchmark_feature_cache.py --cfg configs/faces_mobilenet_v2.yaml --epochs 5 --json out.json
+    python dev/benchmark_feature_cache.py                                  # configs/quickstart_classifier.yaml
+    python dev/benchmark_feature_cache.py --cfg configs/faces_mobilenet_v2.yaml --epochs 5 --json out.json
 
 Without the cache, every epoch reads and resizes the training images and runs them through the frozen backbone
 before the head's forward/backward. With it, the first epoch computes the features once (memory-mapped under a
@@ -13,16 +13,15 @@ medians (without cache; with cache, epochs after the first) and their ratio.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import harness
+from harness import ROOT
+
+harness.require_detection()
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
@@ -117,19 +116,18 @@ def main(argv=None) -> int:
             print(f"  with cache, epoch {i + 1}: {cached[-1]:.4f} s" + (f" (feature caching {build_s:.3f} s)"
                                                                           if i == 0 else ""))
     later = cached[1:] or cached
-    med_plain, med_cached = statistics.median(plain), statistics.median(later)
+    med_plain, med_cached = harness.median(plain), harness.median(later)
     ratio = med_plain / med_cached if med_cached > 0 else float("inf")
     print(f"median epoch without cache: {med_plain:.3f} s")
     print(f"median epoch with cache (epochs after the first): {med_cached:.4f} s")
     print(f"first epoch with cache (computing the features): {cached[0]:.3f} s")
     print(f"ratio: {ratio:.1f}x faster with the cache")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(config=args.cfg, backbone=cfg.MODEL.BACKBONE.NAME, image_size=int(cfg.CLS.IMAGE_SIZE),
-                           images=len(records), batch=batch, batches_per_epoch=n_batches,
-                           threads=torch.get_num_threads(), epochs_without_cache=plain, epochs_with_cache=cached,
-                           median_without_cache=med_plain, median_with_cache_after_first=med_cached,
-                           first_epoch_with_cache=cached[0], ratio=ratio), f, indent=2)
+        harness.write_json(args.json, dict(
+            config=args.cfg, backbone=cfg.MODEL.BACKBONE.NAME, image_size=int(cfg.CLS.IMAGE_SIZE), images=len(records),
+            batch=batch, batches_per_epoch=n_batches, threads=torch.get_num_threads(), epochs_without_cache=plain,
+            epochs_with_cache=cached, median_without_cache=med_plain, median_with_cache_after_first=med_cached,
+            first_epoch_with_cache=cached[0], ratio=ratio))
     return 0
 
 

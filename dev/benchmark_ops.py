@@ -1,6 +1,6 @@
 """Time the compiled ops (detection.ops) against torchvision.ops on the same inputs, in the same run.
 
-Usage: python tools/benchmark_ops.py [--repeats 30] [--threads N] [--device all|cpu|cuda] [--markdown]
+Usage: python dev/benchmark_ops.py [--repeats 30] [--threads N] [--device all|cpu|cuda] [--markdown]
                                      [--json results.json]
 
 Prints a table: op, size, ours ms (median), torchvision ms (median), ratio (ours / torchvision; < 1 is faster).
@@ -14,18 +14,14 @@ clustered around objects of a 600 x 1000 image; RoIAlign / RoIPool on a VGG16 co
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
-import torch
+import harness
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
+harness.require_detection()
 os.environ.setdefault("DETECTION_OPS", "compiled")
 
+import torch  # noqa: E402
 import torchvision  # noqa: E402
 
 from detection import ops  # noqa: E402
@@ -77,23 +73,9 @@ def roi_inputs(device, rois=256, channels=256, height=38, width=50, stride=16, s
 
 
 def time_pair(ours, theirs, repeats, device, warmup=3):
-    """Median milliseconds of two callables, run alternately (ours, theirs, ours, ...)."""
-    def once(fn):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - t0) * 1e3
-
-    for _ in range(warmup):
-        ours(), theirs()
-    a, b = [], []
-    for _ in range(repeats):
-        a.append(once(ours))
-        b.append(once(theirs))
-    return statistics.median(a), statistics.median(b)
+    """Median milliseconds of two callables, run alternately."""
+    times = harness.alternating({"ours": ours, "theirs": theirs}, repeats, warmup, device)
+    return harness.median(times["ours"]) * 1e3, harness.median(times["theirs"]) * 1e3
 
 
 def cases(device):
@@ -148,7 +130,7 @@ def main(argv=None):
 
     if ops.BACKEND != "compiled":
         sys.exit("benchmark_ops.py compares the compiled ops with torchvision: unset DETECTION_OPS")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = harness.cores()
     threads = args.threads or cores
     torch.set_num_threads(threads)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}; CPU cores: {cores}; "
@@ -181,24 +163,13 @@ def main(argv=None):
             rows.append((device.type, op, size, f"{t_ours:.3f}", f"{t_tv:.3f}", f"{ratio:.2f}", verdict.strip()))
 
     header = ("device", "op", "size", "ours ms", "torchvision ms", "ratio", "target")
-    if args.markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "|".join("---" for _ in header) + "|")
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
-    else:
-        widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-        for r in (header, *rows):
-            print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)))
+    print((harness.markdown_table if args.markdown else harness.text_table)(header, rows))
     if failed:
         print(f"targets missed or results differing: {failed}")
     if args.json:
-        import json
-
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"torch": torch.__version__, "torchvision": torchvision.__version__,
-                       "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                       "rows": [dict(zip(header, r)) for r in rows], "failed": [list(f) for f in failed]}, f, indent=1)
+        harness.write_json(args.json, {"machine": harness.machine(devices[-1] if devices else "cpu"),
+                                       "rows": [dict(zip(header, r)) for r in rows],
+                                       "failed": [list(f) for f in failed]})
     return 1 if failed else 0
 
 
