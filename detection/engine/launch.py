@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 
@@ -61,9 +61,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def setup_run(cfg, output_dir: Optional[str], distributed: bool = False) -> torch.device:
-    """Join torchrun's process group (when `distributed`), set up logging into `output_dir`, seed, pick the
-    device. Returns the device."""
+def setup_run(cfg, output_dir: Optional[str], distributed: bool = False,
+              claim: Optional[Callable[[], object]] = None) -> torch.device:
+    """Join torchrun's process group (when `distributed`), check that `output_dir` can be written and call
+    `claim` (e.g. lock it for a training run: `run_lock.claim_output_dir`) on rank 0, set up logging into
+    `output_dir`, seed, pick the device. Returns the device.
+
+    A user error of rank 0's checks reaches every process (they all raise it, before anything is written)."""
     from detection.utils.logger import setup_logger
     from detection.utils.seed import derive_seed, seed_everything
 
@@ -71,13 +75,33 @@ def setup_run(cfg, output_dir: Optional[str], distributed: bool = False) -> torc
     if distributed:
         init_distributed(device.type)
     rank = get_rank()
-    if output_dir and rank == 0:
-        check_writable_dir(output_dir)
+    if output_dir:
+        _on_rank0_for_all(lambda: (check_writable_dir(output_dir), claim() if claim is not None else None))
     setup_logger(output_dir, rank=rank)
     seed = int(cfg.RNG_SEED)
     if seed >= 0:
         seed_everything(seed if rank == 0 else derive_seed(seed, rank) % 2**31)
     return device
+
+
+def _on_rank0_for_all(fn: Callable[[], object]) -> None:
+    """Run `fn` on rank 0; when it raises, every process raises (rank 0 its own exception, the others a ToolError
+    with its message), so that no process waits for a rank that has stopped."""
+    from detection.engine.distributed import all_gather_object, get_world_size
+    from detection.utils.errors import one_line
+
+    failure, message = None, None
+    if get_rank() == 0:
+        try:
+            fn()
+        except Exception as exc:
+            failure, message = exc, one_line(exc) or type(exc).__name__
+    if get_world_size() > 1:
+        message = all_gather_object(message)[0]
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise ToolError(message)
 
 
 def check_writable_dir(folder: str) -> None:
@@ -170,11 +194,13 @@ def _io_failure(exc: OSError) -> Optional[str]:
 
 def run_tool(fn, args) -> int:
     """`fn(args) -> exit code`, with user errors printed as one line `error: ...` (exit 2; a DataLoader worker's
-    traceback is left out) and the process group closed."""
+    traceback is left out), the output folders `fn` locked released and the process group closed."""
     import sys
 
+    from detection.engine.run_lock import claims_held, release_claims
     from detection.utils.errors import one_line
 
+    held = claims_held()
     try:
         return fn(args)
     except user_errors() as exc:
@@ -187,5 +213,6 @@ def run_tool(fn, args) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 2
     finally:
+        release_claims(keep=held)  # OUTPUT_DIR's lock (train_net)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
