@@ -93,10 +93,14 @@ def train(args) -> int:
     model = (task.build_model_for_weights(cfg) if filled_later else task.build_model(cfg)).to(device)
     if weights:
         try:
-            load_model_weights(model, weights, skip_mismatched=True)
+            source = load_model_weights(model, weights, skip_mismatched=True)
         except (KeyError, ValueError, RuntimeError) as exc:
             raise ToolError(f"cannot initialise the model from --weights {args.weights}: {exc}") from exc
         logger.info("initialised the model from %s", args.weights)
+        source_names = (source.get("extra") or {}).get("class_names")
+        if source_names and list(source_names) != list(task.class_names(cfg)):  # fine-tuning to another list
+            logger.info("--weights %s was trained on the classes %s; this run trains %s", args.weights,
+                        list(source_names), list(task.class_names(cfg)))
     config_text = note + dump_config(cfg, resolved=task.resolved(cfg))
     summary = task.summary(cfg, model)
     if main:

@@ -113,6 +113,8 @@ def check_writable_dir(folder: str) -> None:
         os.makedirs(folder, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
+    except FileExistsError:  # makedirs: `folder` itself is a file
+        raise ToolError(f"cannot write to {folder}: it is a file, not a folder") from None
     except OSError as exc:
         raise ToolError(f"cannot write to {folder}: {exc.strerror or exc}") from None
 
@@ -150,7 +152,8 @@ def resolve_weights_argument(cfg, weights: str) -> str:
 
 def load_inference_model(task, cfg, weights: Optional[str], device: torch.device):
     """(model in eval mode on `device`, class names): the checkpoint's weights and, when it stored them, its
-    class names (else the task's names for the config)."""
+    class names (else the task's names for the config). CheckpointError when the config's class list (or the
+    one found in the data) differs from the checkpoint's: its labels would be reported under other names."""
     from detection.engine.checkpoint import load_model_weights
 
     model = task.build_model_for_weights(cfg) if weights else task.build_model(cfg)
@@ -162,8 +165,22 @@ def load_inference_model(task, cfg, weights: Optional[str], device: torch.device
             raise ToolError(f"cannot load --weights {weights} into the model of {cfg.MODEL.META_ARCHITECTURE} / "
                             f"{cfg.MODEL.BACKBONE.NAME}: {exc}") from exc
         names = (state.get("extra") or {}).get("class_names") or ()
+        given = "DATA.CLASSES" if cfg.DATA.CLASSES else "the classes found for the config (DATA.CLASSES is [])"
+        check_class_names(names, task.resolve_class_names(cfg), weights, given)
     model.to(device).eval()
     return model, list(names) or task.class_names(cfg)
+
+
+def check_class_names(trained: Sequence[str], given: Sequence[str], weights: str, given_what: str) -> None:
+    """CheckpointError naming both lists when a class list given beside checkpoint `weights` differs from the one
+    it was trained on (names or order: label k is the k-th name). Nothing to check when either is empty."""
+    from detection.engine.checkpoint import CheckpointError
+
+    if trained and given and list(trained) != list(given):
+        raise CheckpointError(f"{weights} was trained on the classes {list(trained)}, but {given_what} is "
+                              f"{list(given)}: its labels would be reported under other names (names and order "
+                              f"must match). Use the checkpoint's list, or fine-tune to the new one with "
+                              f"tools/train_net.py --weights {weights}")
 
 
 def user_errors() -> tuple:
