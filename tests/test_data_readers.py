@@ -316,16 +316,6 @@ def test_coco_duplicate_ids_name_the_id_and_both_files(tmp_path, case, reader_me
         load_coco_gt(path)  # reval.py coco and the COCO evaluator read the file themselves
 
 
-def test_coco_annotations_without_id_get_fresh_ids(tmp_path):
-    """An annotation without an id gets one no other annotation has (it used to get its position + 1, which the
-    next annotation's own id 2 then overwrote in pycocotools' index)."""
-    images, anns = coco_fixture_content()
-    del anns[0]["id"]
-    path = write_coco_dataset(tmp_path, images, anns)
-    out = load_coco(path, os.path.join(tmp_path, "coco", "images"))
-    assert sum(len(r["boxes"]) for r in out.records) == 4
-
-
 def test_voc_image_listed_twice_is_an_error(devkit):
     voc = _voc_dir(devkit)
     ids = [index for index, *_ in VOC_IMAGES]

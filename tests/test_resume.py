@@ -7,6 +7,7 @@ import os
 import pytest
 import torch
 
+from test_bad_inputs import data_root  # noqa: F401  (a fixture: a small generated dataset)
 import test_tools
 from test_tools import write_cfg
 
@@ -22,16 +23,6 @@ def train(cfg, *sets, flags=()):
 
 def rows(out):
     return [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    from detection.datasets.synthetic import DetectionParams, generate_detection_dataset
-
-    out = tmp_path_factory.mktemp("resume") / "synthetic"
-    generate_detection_dataset(str(out), DetectionParams(num_train=4, num_test=2, width=96, height=80,
-                                                         max_objects=2, min_size=20, max_size=40), log=lambda m: None)
-    return str(out)
 
 
 @pytest.fixture

@@ -13,13 +13,11 @@ import pytest
 
 from detection.engine.launch import ToolError
 from detection.engine.run_lock import LOCK_NAME, OutputDirLock
+from test_bad_inputs import FAST, data_root  # noqa: F401  (data_root: a fixture)
 import test_tools
 from test_tools import write_cfg
 
 train_tool = test_tools.train_tool
-
-FAST = ["--no-progress", "--skip-eval", "--set", "SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "[1]",
-        "SOLVER.WARMUP_ITERS", "0", "TRAIN.SNAPSHOT_ITERS", "1"]
 
 # Another process holding the folder as train_net does (flock on train.lock, its description in the file).
 HOLDER = textwrap.dedent("""
@@ -31,16 +29,6 @@ HOLDER = textwrap.dedent("""
     print("locked", flush=True)
     time.sleep(60)
 """)
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    from detection.datasets.synthetic import DetectionParams, generate_detection_dataset
-
-    out = tmp_path_factory.mktemp("lock") / "synthetic"
-    generate_detection_dataset(str(out), DetectionParams(num_train=4, num_test=2, width=96, height=80,
-                                                         max_objects=2, min_size=20, max_size=40), log=lambda m: None)
-    return str(out)
 
 
 @pytest.fixture
