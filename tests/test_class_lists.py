@@ -103,3 +103,17 @@ def test_reval_refuses_classes_the_model_whose_results_these_are_does_not_have(r
     assert (f"--classes ['circle', 'ellipse'] names ['ellipse'], not in the class list {CLASSES} of the model whose "
             f"results these are ({res / 'metrics.json'})") in capsys.readouterr().err
     assert reval.main([*voc, "--classes", "square,circle"]) == 0
+
+
+def test_no_class_list_given_takes_the_checkpoints(tmp_path):
+    """MODEL.NUM_CLASSES with DATA.CLASSES [] gives no list (a classifier would make up class_0.. without its
+    data folders): nothing to compare, the checkpoint's names are used."""
+    from detection.config import get_default_config, merge_from_dict
+    from model_fixtures import build_seeded, write_run_folder
+
+    cfg = get_default_config()
+    merge_from_dict(cfg, {"MODEL": {"META_ARCHITECTURE": "classifier", "BACKBONE": {"NAME": "tiny", "WEIGHTS": ""},
+                                    "FREEZE_AT": 0, "NUM_CLASSES": 3, "CLS_HEAD": {"HIDDEN": [16]}},
+                          "DATA": {"CLASSES": [], "ROOT": str(tmp_path / "no_data")}, "CLS": {"IMAGE_SIZE": 64}})
+    folder = write_run_folder(str(tmp_path / "cls"), cfg, build_seeded(cfg), ["cat", "dog", "fox"])
+    assert detection.load(folder).class_names == ["cat", "dog", "fox"]

@@ -165,8 +165,9 @@ def load_inference_model(task, cfg, weights: Optional[str], device: torch.device
             raise ToolError(f"cannot load --weights {weights} into the model of {cfg.MODEL.META_ARCHITECTURE} / "
                             f"{cfg.MODEL.BACKBONE.NAME}: {exc}") from exc
         names = (state.get("extra") or {}).get("class_names") or ()
-        given = "DATA.CLASSES" if cfg.DATA.CLASSES else "the classes found for the config (DATA.CLASSES is [])"
-        check_class_names(names, task.resolve_class_names(cfg), weights, given)
+        if cfg.DATA.CLASSES or not int(cfg.MODEL.NUM_CLASSES):  # a list is given, or found in the data
+            given = "DATA.CLASSES" if cfg.DATA.CLASSES else "the classes found for the config (DATA.CLASSES is [])"
+            check_class_names(names, task.resolve_class_names(cfg), weights, given)
     model.to(device).eval()
     return model, list(names) or task.class_names(cfg)
 
