@@ -73,8 +73,9 @@ def load(run_dir: Optional[str] = None, *, cfg: Any = None, weights: Optional[st
 
     run_dir: a tools/train_net.py output folder (its config.yaml and last checkpoint); weights= overrides the
         checkpoint. cfg: a YAML file, or a mapping merged over the defaults like one ({"MODEL": {...}}, dotted
-        keys, or a config detection.config.load_config returned). cfg without weights: OUTPUT_DIR's last checkpoint, or none for a model complete without
-        training (an ImageNet classifier). weights alone: the config saved inside the checkpoint.
+        keys, or a config detection.config.load_config returned). cfg without weights: OUTPUT_DIR's last
+        checkpoint, or none for a model complete without training (an ImageNet classifier). weights alone: the
+        config saved inside the checkpoint. A checkpoint's stored class names must equal the config's class list.
     device: 'cpu', 'cuda', 'cuda:N' or 'auto'. fast: fold BatchNorm, channels_last, inference_mode.
     overrides: KEY VALUE pairs as tools' --set (e.g. ("TEST.SCORE_THRESH", "0.3")).
     Missing folders, configs or checkpoints raise FileNotFoundError naming them.

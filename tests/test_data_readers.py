@@ -296,7 +296,8 @@ def test_coco_missing_file(tmp_path):
 
 @pytest.mark.parametrize("case,reader_message,evaluator_message", [
     # images[1] takes images[0]'s id: pycocotools kept one image and gave it both images' boxes
-    ("image_id", "duplicate image id 5: images[0] (a.jpg) and images[1] (b.jpg)", "duplicate image id 5: a.jpg and b.jpg"),
+    ("image_id", "duplicate image id 5: images[0] (a.jpg) and images[1] (b.jpg)",
+     "duplicate image id 5: a.jpg and b.jpg"),
     ("annotation_id", "duplicate annotation id 1: on image a.jpg and on image b.jpg",
      "duplicate annotation id 1: on image a.jpg and on image b.jpg"),
 ])
@@ -320,7 +321,8 @@ def test_voc_image_listed_twice_is_an_error(devkit):
     voc = _voc_dir(devkit)
     ids = [index for index, *_ in VOC_IMAGES]
     split = write_split(voc, "dup", [ids[0], ids[1], ids[0]])
-    with pytest.raises(AnnotationError, match=re.escape(split) + f": image {ids[0]} is listed twice \\(lines 1 and 3\\)"):
+    listed_twice = re.escape(split) + f": image {ids[0]} is listed twice \\(lines 1 and 3\\)"
+    with pytest.raises(AnnotationError, match=listed_twice):
         load_voc(devkit, "2007_dup")
     write_split(voc, "first", ids[:2])
     write_split(voc, "second", ids[1:])

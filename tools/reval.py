@@ -5,11 +5,12 @@
                             [--rules py-faster-rcnn|devkit] [--classes a,b,...] [--out FILE.json] [--plots DIR]
       DIR holds the devkit's comp4_det_<split>_<class>.txt files (1-based inclusive pixels). Classes default to
       the object names of the split's annotations, sorted; --classes may name only classes of the model's class
-      list that test_net records beside its results (DIR/metrics.json), when there is one. The 11-point metric defaults to on for VOC years
-      before 2010 (VOC2007), off otherwise (py-faster-rcnn's rule; test_net's TEST.VOC_07_METRIC 'auto' is the
-      same rule). --rules: py-faster-rcnn's voc_eval.py (default) or the MATLAB devkit's VOCevaldet.m, each
-      exactly (TEST.VOC_RULES). JSON: {"mAP": float, "AP": {class: float}, "voc_metric": "11-point" | "area",
-      "voc_rules": rules} (fractions; null for a class without non-difficult objects, left out of the mAP).
+      list that test_net records beside its results (DIR/metrics.json), when there is one. The 11-point metric
+      defaults to on for VOC years before 2010 (VOC2007), off otherwise (py-faster-rcnn's rule; test_net's
+      TEST.VOC_07_METRIC 'auto' is the same rule). --rules: py-faster-rcnn's voc_eval.py (default) or the MATLAB
+      devkit's VOCevaldet.m, each exactly (TEST.VOC_RULES). JSON: {"mAP": float, "AP": {class: float},
+      "voc_metric": "11-point" | "area", "voc_rules": rules} (fractions; null for a class without non-difficult
+      objects, left out of the mAP).
 
   python tools/reval.py coco --ann instances.json --dets results.json [--out FILE.json]
       pycocotools' COCOeval (bbox). JSON: {"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10",

@@ -9,9 +9,9 @@
 BatchNorm folded into the convolutions, same detections). Writes into --output (default OUTPUT_DIR/inference):
 metrics.json (with the model's class_names), predictions.json (every image's outputs: detections or top labels),
 and the evaluator's files: VOC devkit results files comp4_det_<split>_<class>.txt and precision-recall PNGs, or
-the COCO results JSON coco_instances_results.json (classifier: confusion matrix, confidence sheet and CSV). A class list (DATA.CLASSES,
-or the test set's own) that differs from the checkpoint's, in names or order, is refused: the model's labels would
-be scored under other names.
+the COCO results JSON coco_instances_results.json (classifier: confusion matrix, confidence sheet and CSV).
+A class list (DATA.CLASSES, or the test set's own) that differs from the checkpoint's, in names or order, is
+refused: the model's labels would be scored under other names.
 Exit codes: 0 done, 2 bad arguments / config / input.
 """
 from __future__ import annotations
