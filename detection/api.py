@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -69,16 +69,18 @@ def _run_folder(run_dir: str):
 
 def load(run_dir: Optional[str] = None, *, cfg: Any = None, weights: Optional[str] = None,
          device: str = "cpu", fast: bool = False, overrides: Sequence[str] = ()) -> "Predictor":
-    """A Predictor from a run folder, or from `cfg` (a YAML path or a loaded config) and `weights`.
+    """A Predictor from a run folder, or from `cfg` (a YAML path or a mapping of config keys) and `weights`.
 
     run_dir: a tools/train_net.py output folder (its config.yaml and last checkpoint); weights= overrides the
-        checkpoint. cfg without weights: OUTPUT_DIR's last checkpoint, or none for a model complete without
-        training (an ImageNet classifier). weights alone: the config saved inside the checkpoint.
+        checkpoint. cfg: a YAML file, or a mapping merged over the defaults like one ({"MODEL": {...}}, dotted
+        keys, or a config detection.config.load_config returned). cfg without weights: OUTPUT_DIR's last
+        checkpoint, or none for a model complete without training (an ImageNet classifier). weights alone: the
+        config saved inside the checkpoint. A checkpoint's stored class names must equal the config's class list.
     device: 'cpu', 'cuda', 'cuda:N' or 'auto'. fast: fold BatchNorm, channels_last, inference_mode.
     overrides: KEY VALUE pairs as tools' --set (e.g. ("TEST.SCORE_THRESH", "0.3")).
     Missing folders, configs or checkpoints raise FileNotFoundError naming them.
     """
-    from detection.config import load_config, merge_from_list
+    from detection.config import load_config
 
     overrides = [str(v) for v in overrides]
     if len(overrides) % 2:
@@ -102,10 +104,12 @@ def load(run_dir: Optional[str] = None, *, cfg: Any = None, weights: Optional[st
         if not os.path.isfile(cfg):
             raise FileNotFoundError(f"cfg {cfg}: no such file")
         config = load_config(os.fspath(cfg), overrides)
+    elif isinstance(cfg, Mapping):  # {"MODEL": {...}}, dotted keys, or a loaded config: merged over the defaults
+        config = load_config(cfg, overrides)
     else:
-        import copy
-
-        config = merge_from_list(copy.deepcopy(cfg), overrides)
+        raise TypeError(f"cfg= takes a YAML file path, a mapping of config keys (merged over the defaults like a "
+                        f"YAML file, e.g. {{'MODEL': {{'BACKBONE': {{'NAME': 'resnet50'}}}}}}) or a config from "
+                        f"detection.config.load_config; got {type(cfg).__name__}")
     return Predictor.from_config(config, weights=weights, device=device, fast=fast)
 
 

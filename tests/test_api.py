@@ -143,6 +143,20 @@ def test_load_from_cfg_and_weights_or_from_the_checkpoint_alone(run_dir, predict
     assert 0 < len(stricter) < len(ref) and stricter.scores.min() > 0.5
 
 
+TINY_MAPPING = {"MODEL": {"BACKBONE": {"NAME": "tiny", "WEIGHTS": "", "FROZEN_BN": False}, "FREEZE_AT": 0},
+                "DATA": {"CLASSES": QUICKSTART_CLASSES}, "ANCHOR_SCALES": [1, 2, 4, 8], "POOLING_SIZE": 7,
+                "TEST.SCALES": [128], "TEST.MAX_SIZE": 160, "TEST.RPN_PRE_NMS_TOP_N": 300,
+                "TEST.RPN_POST_NMS_TOP_N": 50, "TEST.RPN_MIN_SIZE": 4}  # tiny_config() as a notebook would write it
+
+
+def test_load_takes_a_mapping_as_cfg(run_dir, predictor, picture):
+    """cfg={"MODEL": {...}} is merged over the defaults like a YAML file (it raised a raw AttributeError)."""
+    ckpt = os.path.join(run_dir, "model_final.pth")
+    same(detection.load(cfg=TINY_MAPPING, weights=ckpt)(picture), predictor(picture))
+    with pytest.raises(TypeError, match="cfg= takes a YAML file path, a mapping of config keys"):
+        detection.load(cfg=42, weights=ckpt)
+
+
 def test_load_errors_say_what_is_missing(run_dir, tmp_path):
     empty = tmp_path / "untrained"
     empty.mkdir()

@@ -127,13 +127,15 @@ class _Payload:
     ("pickled", "cannot read checkpoint {ckpt}: it holds objects other than tensors"),
     ("list", "{ckpt} is not a training checkpoint"),
     ("empty_pointer", "{pointer} is empty"),
-    ("architecture", "cannot resume from {ckpt}: it holds another model than the config builds"),
+    ("architecture", "cannot resume from {ckpt} with a changed config: MODEL.ROI_HEADS.BOX_HEAD: 'backbone' -> "
+                     "'mlp' (this cannot change in the middle of a run)"),
+    ("architecture_allowed", "cannot resume from {ckpt}: it holds another model than the config builds"),
 ])
 def test_resume_onto_an_unusable_checkpoint_is_a_one_line_error(case, message, finished_run, data_root, tmp_path,
                                                                 capsys):
     cfg, out = copy_run(finished_run, data_root, tmp_path)
     ckpt, pointer = str(out / "model_final.pth"), str(out / "last_checkpoint")
-    extra = []
+    flags, sets = [], []  # sets: more --set pairs after FAST's (the run's own overrides)
     if case == "truncated":
         data = open(ckpt, "rb").read()
         open(ckpt, "wb").write(data[: len(data) // 2])
@@ -144,11 +146,12 @@ def test_resume_onto_an_unusable_checkpoint_is_a_one_line_error(case, message, f
     elif case == "empty_pointer":
         open(pointer, "w").close()
     else:
-        extra = ["--set", "MODEL.ROI_HEADS.BOX_HEAD", "mlp"]
-    err = one_line_error(capsys, train_tool.main, ["--cfg", cfg, "--no-progress", "--skip-eval", "--resume",
-                                                   *extra])
+        sets = ["MODEL.ROI_HEADS.BOX_HEAD", "mlp"]
+        if case == "architecture_allowed":
+            flags = ["--allow-changes", "MODEL.ROI_HEADS.BOX_HEAD"]
+    err = one_line_error(capsys, train_tool.main, ["--cfg", cfg, "--resume", *flags, *FAST, *sets])
     assert message.format(ckpt=ckpt, pointer=pointer) in err
-    if case == "architecture":
+    if case.startswith("architecture"):
         assert "MODEL.ROI_HEADS.BOX_HEAD: 'backbone' -> 'mlp'" in err
 
 
@@ -225,7 +228,7 @@ def test_resume_removes_the_temporary_files_of_interrupted_writes(finished_run, 
         path.write_bytes(b"\0" * 1000)
     keep = out / "notes.tmp"  # not a name our writers use
     keep.write_text("mine")
-    assert train_tool.main(["--cfg", cfg, "--no-progress", "--skip-eval", "--resume"]) == 0
+    assert train_tool.main(["--cfg", cfg, "--resume", *FAST]) == 0
     assert not any(p.exists() for p in stale) and keep.exists()
     assert "removed 2 temporary file(s)" in (out / "log.txt").read_text()
 

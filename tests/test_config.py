@@ -129,6 +129,45 @@ def test_values_outside_the_range_name_key_source_and_range(tmp_path, key, value
         load_config(p)
 
 
+@pytest.mark.parametrize("key,text", [("SOLVER.BASE_LR", ".inf"), ("SOLVER.BASE_LR", "-.inf"),
+                                      ("SOLVER.CLIP_GRAD_NORM", ".inf"), ("SOLVER.GAMMA", ".nan"),
+                                      ("ANCHOR_RATIOS", "[0.5, .inf]"), ("MODEL.RPN.SMOOTH_L1_BETA", ".inf")])
+def test_numbers_must_be_finite(tmp_path, key, text):
+    """`SOLVER.BASE_LR: .inf` passed (it has only a lower bound) and failed at iteration 2; every number of every
+    key must now be finite (a key's spec could allow infinity with finite=False; none does)."""
+    p = _write(tmp_path / "inf.yaml", f"{key}: {text}\n")
+    with pytest.raises(ConfigError, match=f"config key {key} in {p}: expected (a finite number|finite numbers), "
+                                          f"got .*(inf|nan)"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="finite"):
+        load_config(overrides=[key, text.replace(".inf", "1e999").replace(".nan", "nan")])
+    assert all(spec.finite for spec in C.config_keys())
+
+
+def test_an_unquoted_list_of_names_on_the_command_line_says_how_to_quote():
+    """`--set DATA.CLASSES '[circle, square]'` is not a Python literal: the error shows the quoted form."""
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=["DATA.CLASSES", "[circle, square]"])
+    assert str(e.value).endswith("""--set DATA.CLASSES '["circle", "square"]'""")
+    assert load_config(overrides=["DATA.CLASSES", '["circle", "square"]']).DATA.CLASSES == ["circle", "square"]
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=["TRAIN.SCALES", "[600, big]"])
+    assert "quoted" not in str(e.value)  # a list of numbers has no names to quote
+
+
+def test_a_mapping_loads_like_a_yaml_file(tmp_path):
+    """load_config takes a mapping as it takes a YAML file: nested sections or dotted keys over the defaults,
+    strictly; a loaded config is such a mapping (detection.load(cfg={...}))."""
+    cfg = load_config({"MODEL": {"BACKBONE": {"NAME": "resnet50"}}, "SOLVER.BASE_LR": 0.02}, ["TEST.NMS", "0.4"])
+    assert cfg.MODEL.BACKBONE.NAME == "resnet50" and cfg.SOLVER.BASE_LR == 0.02 and cfg.TEST.NMS == 0.4
+    assert cfg.MODEL.FREEZE_AT == get_default_config().MODEL.FREEZE_AT
+    assert load_config(cfg) == cfg
+    base = _write(tmp_path / "base.yaml", "SOLVER: {MAX_ITER: 7}\n")
+    assert load_config({"_BASE_": base}).SOLVER.MAX_ITER == 7
+    with pytest.raises(ConfigError, match="unknown config key MODEL.BACKBONE.NAMES in the cfg mapping"):
+        load_config({"MODEL": {"BACKBONE": {"NAMES": "resnet50"}}})
+
+
 def test_values_at_the_range_ends_are_accepted():
     cfg = load_config(overrides=["SOLVER.MAX_ITER", "1", "DATA.NUM_WORKERS", "0", "TRAIN.FG_FRACTION", "1",
                                  "TEST.NMS", "0", "TRAIN.RPN_ALLOWED_BORDER", "-1", "MODEL.CLS_HEAD.HIDDEN", "[]",

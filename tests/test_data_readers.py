@@ -288,3 +288,51 @@ def test_coco_bad_image_error_or_skip(tmp_path):
 def test_coco_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.json"):
         load_coco(str(tmp_path / "nope.json"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Duplicates: an image or annotation listed twice is refused, never merged
+# ----------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case,reader_message,evaluator_message", [
+    # images[1] takes images[0]'s id: pycocotools kept one image and gave it both images' boxes
+    ("image_id", "duplicate image id 5: images[0] (a.jpg) and images[1] (b.jpg)",
+     "duplicate image id 5: a.jpg and b.jpg"),
+    ("annotation_id", "duplicate annotation id 1: on image a.jpg and on image b.jpg",
+     "duplicate annotation id 1: on image a.jpg and on image b.jpg"),
+])
+def test_coco_duplicate_ids_name_the_id_and_both_files(tmp_path, case, reader_message, evaluator_message):
+    from detection.evaluation.coco import load_coco_gt
+    from detection.evaluation.evaluator import EvaluationInputError
+
+    images, anns = coco_fixture_content()
+    if case == "image_id":
+        images[1]["id"] = images[0]["id"]
+    else:
+        anns[2]["id"] = anns[0]["id"]  # anns[2] is on b.jpg, anns[0] on a.jpg
+    path = write_coco_dataset(tmp_path, images, anns)
+    with pytest.raises(AnnotationError, match=re.escape(f"{path}: {reader_message}")):
+        load_coco(path, os.path.join(tmp_path, "coco", "images"))
+    with pytest.raises(EvaluationInputError, match=re.escape(f"{path}: {evaluator_message}")):
+        load_coco_gt(path)  # reval.py coco and the COCO evaluator read the file themselves
+
+
+def test_voc_image_listed_twice_is_an_error(devkit):
+    voc = _voc_dir(devkit)
+    ids = [index for index, *_ in VOC_IMAGES]
+    split = write_split(voc, "dup", [ids[0], ids[1], ids[0]])
+    listed_twice = re.escape(split) + f": image {ids[0]} is listed twice \\(lines 1 and 3\\)"
+    with pytest.raises(AnnotationError, match=listed_twice):
+        load_voc(devkit, "2007_dup")
+    write_split(voc, "first", ids[:2])
+    write_split(voc, "second", ids[1:])
+    with pytest.raises(AnnotationError, match=f"image {ids[1]} of .* is in two of the joined sets, 2007_first and "
+                                              f"2007_second"):
+        load_voc(devkit, ["2007_first", "2007_second"])
+    with pytest.raises(AnnotationError, match="in two of the joined sets, 2007_first and 2007_first"):
+        load_voc(devkit, ["2007_first", "2007_first"])
+    from detection.evaluation.evaluator import EvaluationInputError
+    from detection.evaluation.voc_io import read_voc_split
+
+    with pytest.raises(EvaluationInputError, match=re.escape(split) + f": image {ids[0]} is listed twice"):
+        read_voc_split(voc, "dup")  # the evaluator's own reader (reval.py): it would count the objects twice

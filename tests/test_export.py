@@ -248,3 +248,43 @@ def test_a_missing_onnx_package_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
     with pytest.raises(ImportError, match=r"pip install onnxruntime==1\.32\.0"):
         require("onnxruntime")
+
+
+def test_export_tool_refuses_an_output_it_cannot_write(tmp_path, capsys, monkeypatch):
+    """--output through a regular file (both formats) and into an unwritable folder exit 2 with one line naming
+    the path, before any tracing (they were a FileExistsError / RuntimeError traceback); so does a write that fails
+    inside torch.export.save (its RuntimeError names no file)."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import export_model
+    from detection.export import torch_export
+
+    cfg = tiny_config()
+    run = write_run_folder(str(tmp_path / "run"), cfg, build_seeded(cfg), QUICKSTART_CLASSES)
+    base = ["--cfg", os.path.join(run, "config.yaml"), "--weights", os.path.join(run, "model_final.pth")]
+    afile = tmp_path / "afile"
+    afile.write_text("a regular file")
+
+    def refused(fmt, output):
+        capsys.readouterr()
+        assert export_model.main([*base, "--format", fmt, "--output", str(output)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and str(output) in err.splitlines()[0], err[-2000:]
+        assert err.startswith((f"error: --output {output}", f"error: cannot write {output}: ")), err
+        return err
+
+    for fmt, name in (("onnx", "x.onnx"), ("torch-export", "x.pt2")):
+        assert f"cannot write to {afile}: it is a file, not a folder" in refused(fmt, afile / name)
+        assert not os.path.exists(afile / name)
+    assert "is a folder: name the file to write" in refused("torch-export", tmp_path)
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        assert "Permission denied" in refused("torch-export", locked / "m.pt2")
+
+    def failing_save(*args, **kwargs):  # what torch's writer raises on a failed write
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch_export, "export_program", lambda model, example: object())
+    monkeypatch.setattr(torch_export, "save_program", failing_save)
+    err = refused("torch-export", tmp_path / "m.pt2")
+    assert err.endswith(": [enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0")

@@ -101,7 +101,7 @@ def test_train_net_refuses_to_overwrite_and_resume_of_a_finished_run_does_nothin
     assert train_tool.main(["--cfg", cfg, "--no-progress", "--skip-eval"]) == 2
     assert "--resume" in capsys.readouterr().err
     before = os.path.getmtime(os.path.join(out, "model_final.pth"))
-    assert train_tool.main(["--cfg", cfg, "--no-progress", "--skip-eval", "--resume"]) == 0
+    assert train_tool.main(["--cfg", cfg, "--no-progress", "--skip-eval", "--resume", "--set", *TRAINED]) == 0
     assert os.path.getmtime(os.path.join(out, "model_final.pth")) == before
 
 

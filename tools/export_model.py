@@ -11,7 +11,8 @@ NMS and post-processing are inside, at TEST.SCALES[0] without test-time augmenta
 file's metadata. ONNX needs onnx and onnxruntime (requirements.txt); a .pt2 loads with torch.export.load after
 `import detection`. --check runs the exported file beside the PyTorch model on each image and prints the largest
 differences; when they exceed 0.01 px / 1e-4 the file is deleted and the exit code is 1.
-Exit codes: 0 done, 1 the check failed, 2 bad arguments / config / input / missing package.
+Exit codes: 0 done, 1 the check failed, 2 bad arguments / config / input / missing package / an --output that
+cannot be written (checked before the export).
 """
 from __future__ import annotations
 
@@ -99,6 +100,7 @@ def export(args) -> int:
     task = get_task(cfg)
     weights = find_inference_weights(cfg, args.weights, task)
     output = args.output or os.path.join(cfg.OUTPUT_DIR, "model" + FORMATS[args.format])
+    _check_output(output, FORMATS[args.format])  # before minutes of tracing
     checks = _read_checks(args.check)
     device = setup_run(cfg, None)
     model, names = load_inference_model(task, cfg, weights, device)
@@ -119,7 +121,12 @@ def export(args) -> int:
         else:
             from detection.export.torch_export import export_program, load_program, save_program
 
-            save_program(export_program(model, example), output, names, meta)
+            exported = export_program(model, example)
+            try:
+                save_program(exported, output, names, meta)
+            except (RuntimeError, OSError) as exc:  # torch's writer says "PytorchStreamWriter failed ..."
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ToolError(f"cannot write {output}: {reason}") from exc
             program = load_program(output)[0] if checks else None
             run = (lambda img: dict(zip(_output_names(model), (t.numpy() for t in program(img))))) if checks \
                 else None
@@ -147,6 +154,20 @@ def export(args) -> int:
               f"{output} was deleted", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_output(output: str, suffix: str) -> None:
+    """ToolError naming --output when it is a folder or its folder cannot be created or written (a path through
+    a regular file, no permission, a read-only file system)."""
+    from detection.engine.launch import ToolError, check_writable_dir
+
+    if os.path.isdir(output):
+        raise ToolError(f"--output {output} is a folder: name the file to write, e.g. "
+                        f"{os.path.join(output, 'model' + suffix)}")
+    try:
+        check_writable_dir(os.path.dirname(os.path.abspath(output)))
+    except ToolError as exc:
+        raise ToolError(f"--output {output}: {exc}") from None
 
 
 def _output_names(model):

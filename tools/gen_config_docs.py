@@ -15,6 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import _setup_check  # noqa: F401,E402  (one line saying `make setup` when the package is not installed)
 
 from detection.config import config_keys  # noqa: E402
+from detection.config.resume_rules import MAY_CHANGE_ON_RESUME  # noqa: E402
 from detection.config.spec import describe_allowed  # noqa: E402
 
 DEFAULT_OUT = os.path.join(ROOT, "docs", "config.md")
@@ -36,7 +37,16 @@ python tools/train_net.py --cfg configs/my.yaml --set SOLVER.BASE_LR 0.002 TRAIN
   falling back to the raw string.
 - Ints are accepted for floats, lists for tuples; `None` only where the default is `None`.
 - A value outside a key's range ("Allowed" below: bounds are inclusive unless written `>`), an empty list where
-  one is needed, or a wrong number of entries is an error naming the key, the file and the range.
+  one is needed, or a wrong number of entries is an error naming the key, the file and the range. Every number
+  must be finite (`.inf` and `.nan` are refused) unless a key's spec says `finite=False` (none does).
+- A list of names on the command line is a Python literal, quoted for the shell:
+  `--set DATA.CLASSES '["circle", "square"]'` (the error for `'[circle, square]'` says so).
+- `tools/train_net.py --resume` compares the config with the checkpoint's, key by key. These keys may change on
+  resume (the change is logged and noted at the top of config.yaml; `detection/config/resume_rules.py`):
+  {may_change};
+  and `SOLVER.MAX_ITER` while `SOLVER.LR_POLICY` is not `cosine` (never below the checkpoint's iteration). Any
+  other change is refused unless named in `--allow-changes KEY ...`; the new values then take effect from the
+  checkpoint's iteration.
 - To add a key: one `_add("SECTION.KEY", default, "comment")` line (with its range: `min=`, `max=`, `above=`,
   `nonempty=`, `length=`) in `detection/config/defaults.py`, then run `python tools/gen_config_docs.py`.
 
@@ -64,7 +74,8 @@ def _fmt(v) -> str:
 
 
 def render() -> str:
-    lines = [HEADER]
+    may_change = ", ".join(f"`{pattern}`" for pattern in MAY_CHANGE_ON_RESUME)
+    lines = [HEADER.replace("{may_change}", may_change)]
     section = None
     for spec in config_keys():
         sec = spec.key.split(".")[0] if "." in spec.key else "General"

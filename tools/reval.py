@@ -4,11 +4,13 @@
   python tools/reval.py voc --root VOCdevkit/VOC2007 --split test --dets DIR [--use-07-metric | --no-07-metric]
                             [--rules py-faster-rcnn|devkit] [--classes a,b,...] [--out FILE.json] [--plots DIR]
       DIR holds the devkit's comp4_det_<split>_<class>.txt files (1-based inclusive pixels). Classes default to
-      the object names of the split's annotations, sorted. The 11-point metric defaults to on for VOC years
-      before 2010 (VOC2007), off otherwise (py-faster-rcnn's rule; test_net's TEST.VOC_07_METRIC 'auto' is the
-      same rule). --rules: py-faster-rcnn's voc_eval.py (default) or the MATLAB devkit's VOCevaldet.m, each
-      exactly (TEST.VOC_RULES). JSON: {"mAP": float, "AP": {class: float}, "voc_metric": "11-point" | "area",
-      "voc_rules": rules} (fractions; null for a class without non-difficult objects, left out of the mAP).
+      the object names of the split's annotations, sorted; --classes may name only classes of the model's class
+      list that test_net records beside its results (DIR/metrics.json), when there is one. The 11-point metric
+      defaults to on for VOC years before 2010 (VOC2007), off otherwise (py-faster-rcnn's rule; test_net's
+      TEST.VOC_07_METRIC 'auto' is the same rule). --rules: py-faster-rcnn's voc_eval.py (default) or the MATLAB
+      devkit's VOCevaldet.m, each exactly (TEST.VOC_RULES). JSON: {"mAP": float, "AP": {class: float},
+      "voc_metric": "11-point" | "area", "voc_rules": rules} (fractions; null for a class without non-difficult
+      objects, left out of the mAP).
 
   python tools/reval.py coco --ann instances.json --dets results.json [--out FILE.json]
       pycocotools' COCOeval (bbox). JSON: {"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10",
@@ -73,6 +75,7 @@ def _run_voc(args) -> None:
         classes = [c.strip() for c in args.classes.split(",") if c.strip()]
         if not classes:
             raise ValueError("--classes names no class")
+        _check_recorded_classes(args.dets, classes)
     result = evaluate_voc_results(args.root, args.split, args.dets, classes, use_07_metric=args.use_07_metric,
                                   iou_thresh=args.iou_thresh, rules=args.rules)
     what = describe_voc_metric(result["use_07_metric"], args.rules, args.iou_thresh)
@@ -85,6 +88,22 @@ def _run_voc(args) -> None:
     if args.out:
         _write_json(args.out, {"mAP": result["mAP"], "AP": result["AP"], "voc_metric": result["voc_metric"],
                                "voc_rules": result["voc_rules"]})
+
+
+def _check_recorded_classes(dets: str, classes: list) -> None:
+    """ValueError naming both lists when --classes names a class outside the class list test_net recorded beside
+    the results files (DIR/metrics.json: the model whose results these are). Files are matched by class name, so a
+    subset in any order scores the same detections; a name the model does not have can only pick up a stale file
+    of another run."""
+    record = os.path.join(dets, "metrics.json")
+    try:
+        with open(record, encoding="utf-8") as f:
+            recorded = json.load(f).get("class_names")
+    except (OSError, ValueError, AttributeError):
+        return  # results written by something else: nothing to compare with
+    if isinstance(recorded, list) and recorded and not set(classes) <= set(recorded):
+        raise ValueError(f"--classes {classes} names {sorted(set(classes) - set(recorded))}, not in the class list "
+                         f"{recorded} of the model whose results these are ({record})")
 
 
 def _run_coco(args) -> None:

@@ -7,9 +7,11 @@
 
 --weights defaults to OUTPUT_DIR's last checkpoint; --fast runs the fast inference path (detection/export/fast.py:
 BatchNorm folded into the convolutions, same detections). Writes into --output (default OUTPUT_DIR/inference):
-metrics.json, predictions.json (every image's outputs: detections or top labels), and the evaluator's files:
-VOC devkit results files comp4_det_<split>_<class>.txt and precision-recall PNGs, or the COCO results JSON
-coco_instances_results.json (classifier: confusion matrix, confidence sheet and CSV).
+metrics.json (with the model's class_names), predictions.json (every image's outputs: detections or top labels),
+and the evaluator's files: VOC devkit results files comp4_det_<split>_<class>.txt and precision-recall PNGs, or
+the COCO results JSON coco_instances_results.json (classifier: confusion matrix, confidence sheet and CSV).
+A class list (DATA.CLASSES, or the test set's own) that differs from the checkpoint's, in names or order, is
+refused: the model's labels would be scored under other names.
 Exit codes: 0 done, 2 bad arguments / config / input.
 """
 from __future__ import annotations
@@ -56,7 +58,8 @@ def test(args) -> int:
     from detection.engine.checkpoint import write_json
     from detection.engine.distributed import is_main_process
     from detection.engine.inference import inference_on_dataset
-    from detection.engine.launch import find_inference_weights, load_config_from_args, load_inference_model, setup_run
+    from detection.engine.launch import (check_class_names, find_inference_weights, load_config_from_args,
+                                         load_inference_model, setup_run)
     from detection.engine.tasks import get_task
     from detection.evaluation.evaluator import json_safe
 
@@ -71,6 +74,8 @@ def test(args) -> int:
 
         model = optimize_for_inference(model, device)
     loader, dataset = task.build_test_data(cfg)
+    if weights:  # the test set's own class list (e.g. a COCO JSON's categories) must be the model's too
+        check_class_names(names, task.class_names(cfg, dataset), weights, f"the class list of {cfg.DATA.TEST_SET}")
     main = is_main_process()
     evaluator = task.build_evaluator(cfg, dataset, output_dir if main else None)
     views = (f", test scales {list(cfg.TEST.SCALES)}{' + flip' if cfg.TEST.FLIP else ''}"
@@ -88,7 +93,7 @@ def test(args) -> int:
         per_image.append({"image_id": record["image_id"], "file": record["path"],
                           **task.to_json(output, names, score_thresh=0.0)})
     write_json(os.path.join(output_dir, "predictions.json"), json_safe(per_image))
-    run = {"weights": weights, "test_set": cfg.DATA.TEST_SET, "images": len(predictions)}
+    run = {"weights": weights, "test_set": cfg.DATA.TEST_SET, "images": len(predictions), "class_names": list(names)}
     if cfg.MODEL.META_ARCHITECTURE == "faster_rcnn":
         run.update(test_scales=list(cfg.TEST.SCALES), flip=bool(cfg.TEST.FLIP))
     elif "TEN_CROP" in cfg.TEST:

@@ -8,8 +8,14 @@ Writes into OUTPUT_DIR: config.yaml (the resolved config), log.txt, model_summar
 model_<iter>.pth every TRAIN.SNAPSHOT_ITERS, model_final.pth, last_checkpoint, model_best.pth (best periodic
 evaluation), tensorboard/ (event files), and the final evaluation under inference/ (skip with --skip-eval).
 --resume continues from OUTPUT_DIR's last_checkpoint exactly where it stopped (model, optimizer, schedule, RNG and
-data order). Without --resume an OUTPUT_DIR that already holds a run is refused, so nothing is overwritten.
-Exit codes: 0 done, 1 training stopped (non-finite loss), 2 bad arguments / config / input.
+data order); the config must be the checkpoint's, key by key, but for the keys that may change on resume (logging,
+snapshot and evaluation periods, loader workers, device: docs/config.md) and those named in --allow-changes, which
+take effect from the checkpoint's iteration (config.yaml notes each change). SOLVER.MAX_ITER below the
+checkpoint's iteration is refused. Without --resume an OUTPUT_DIR that already holds a run is refused, so nothing is
+overwritten; a run holds OUTPUT_DIR/train.lock (an exclusive flock, dropped when the process ends, even when
+killed) for its whole length, and a second run on the same OUTPUT_DIR is refused while it does. A run restarted
+after a kill before its first checkpoint starts afresh (the killed run's metrics.jsonl rows are dropped).
+Exit codes: 0 done, 1 training stopped (non-finite loss), 2 bad arguments / config / input / OUTPUT_DIR in use.
 """
 from __future__ import annotations
 
@@ -30,7 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train_net.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(p)
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last_checkpoint (the config "
+                   "must be the run's own, but for keys that may change on resume: docs/config.md)")
+    p.add_argument("--allow-changes", nargs="+", default=[], metavar="KEY",
+                   help="with --resume: continue although these config keys differ from the checkpoint's (e.g. "
+                        "SOLVER.BASE_LR SOLVER.STEPS); the new values take effect from its iteration on")
     p.add_argument("--weights", default=None, metavar="CKPT",
                    help="initialise the model from this checkpoint or state dict (fine-tuning; tensors of another "
                         "shape, e.g. the class layers of another dataset, keep their initialisation; not with "
@@ -40,27 +50,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_output_dir(output_dir: str, resume: bool) -> None:
-    from detection.engine.checkpoint import read_last_checkpoint
-    from detection.engine.launch import ToolError
-
-    last = None if resume else read_last_checkpoint(output_dir)
-    if last is not None:
-        raise ToolError(f"OUTPUT_DIR {output_dir} already holds a training run (last checkpoint {last}): pass "
-                        f"--resume to continue it, or choose another OUTPUT_DIR (--set OUTPUT_DIR ...)")
-
-
 def train(args) -> int:
     import torch
 
     from detection.config import dump_config
-    from detection.engine.checkpoint import (Checkpointer, atomic_write_text, load_model_weights,
-                                             remove_stale_temporaries, write_json)
+    from detection.engine.checkpoint import (Checkpointer, atomic_write_text, load_last_training_checkpoint,
+                                             load_model_weights, remove_stale_temporaries, write_json)
     from detection.engine.distributed import (get_world_size, is_distributed, is_main_process, launched_by_torchrun,
                                               synchronize, weights_match_rank0)
     from detection.engine.inference import inference_on_dataset
     from detection.engine.launch import ToolError, load_config_from_args, resolve_weights_argument, setup_run
     from detection.engine.optim import build_lr_scheduler, build_optimizer
+    from detection.engine.resume import check_resume, resume_note
+    from detection.engine.run_lock import claim_output_dir
     from detection.engine.tasks import get_task
     from detection.engine.trainer import NonFiniteLossError, Trainer
     from detection.evaluation.evaluator import json_safe
@@ -68,22 +70,35 @@ def train(args) -> int:
     cfg = load_config_from_args(args)
     if args.resume and args.weights:
         raise ToolError("--resume continues OUTPUT_DIR's own run; --weights starts a new one: pick one")
+    if args.allow_changes and not args.resume:
+        raise ToolError("--allow-changes goes with --resume (a new run takes any config)")
     output_dir = cfg.OUTPUT_DIR
-    _check_output_dir(output_dir, args.resume)
-    device = setup_run(cfg, output_dir, distributed=launched_by_torchrun())
+    # one writer per OUTPUT_DIR: rank 0 locks it for the whole run, and refuses a finished run without --resume
+    device = setup_run(cfg, output_dir, distributed=launched_by_torchrun(),
+                       claim=lambda: claim_output_dir(output_dir, resume=args.resume))
     main = is_main_process()
     if main:
         remove_stale_temporaries(output_dir)  # left by writes a kill interrupted
     task = get_task(cfg)
+    resume_path, resume_state = load_last_training_checkpoint(output_dir) if args.resume else (None, None)
+    note = ""
+    if resume_state is not None:  # refuse a config that would make it another run, before anything is written
+        changes = check_resume(resume_state, resume_path, cfg, task.class_names(cfg), args.allow_changes)
+        note = resume_note(resume_state.get("config", ""), int(resume_state["iteration"]), resume_path, changes)
     weights = resolve_weights_argument(cfg, args.weights) if args.weights else None
-    model = (task.build_model_for_weights(cfg) if weights else task.build_model(cfg)).to(device)
+    filled_later = weights or resume_state is not None  # no ImageNet file needed
+    model = (task.build_model_for_weights(cfg) if filled_later else task.build_model(cfg)).to(device)
     if weights:
         try:
-            load_model_weights(model, weights, skip_mismatched=True)
+            source = load_model_weights(model, weights, skip_mismatched=True)
         except (KeyError, ValueError, RuntimeError) as exc:
             raise ToolError(f"cannot initialise the model from --weights {args.weights}: {exc}") from exc
         logger.info("initialised the model from %s", args.weights)
-    config_text = dump_config(cfg, resolved=task.resolved(cfg))
+        source_names = (source.get("extra") or {}).get("class_names")
+        if source_names and list(source_names) != list(task.class_names(cfg)):  # fine-tuning to another list
+            logger.info("--weights %s was trained on the classes %s; this run trains %s", args.weights,
+                        list(source_names), list(task.class_names(cfg)))
+    config_text = note + dump_config(cfg, resolved=task.resolved(cfg))
     summary = task.summary(cfg, model)
     if main:
         atomic_write_text(os.path.join(output_dir, "config.yaml"), config_text)
@@ -96,7 +111,7 @@ def train(args) -> int:
     scheduler = build_lr_scheduler(optimizer, policy=s.LR_POLICY, max_iter=s.MAX_ITER, steps=s.STEPS,
                                    gamma=s.GAMMA, warmup_iters=s.WARMUP_ITERS, warmup_factor=s.WARMUP_FACTOR)
     checkpointer = Checkpointer(model, optimizer, scheduler, output_dir, save_to_disk=main, config_text=config_text)
-    start_iter = checkpointer.resume() if args.resume else 0
+    start_iter = checkpointer.restore(resume_state, resume_path) if resume_state is not None else 0
     data = task.build_train_data(cfg, model, start_iter=start_iter)
     checkpointer.extra["class_names"] = list(task.class_names(cfg))
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import ast
 import difflib
+import json
+import math
 import os
 import re
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from easydict import EasyDict
 
@@ -143,12 +145,34 @@ def _check_range(spec, value, where):
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             continue
+        if spec.finite and not math.isfinite(v):
+            shown = list(value) if isinstance(value, (list, tuple)) else value
+            raise where(f"expected {'finite numbers' if isinstance(value, (list, tuple)) else 'a finite number'}, got "
+                        f"{shown!r}")
         bad = ((spec.min is not None and not v >= spec.min) or (spec.max is not None and not v <= spec.max)
                or (spec.above is not None and not v > spec.above))
         if bad:
             shown = list(value) if isinstance(value, (list, tuple)) else value
             what = describe_allowed(spec) if isinstance(value, (list, tuple)) else describe_range(spec)
             raise where(f"expected {what}, got {shown!r}")
+
+
+def _list_quoting_hint(key: str, text: str, default, source: str) -> str:
+    """How to write the list of names that `text` (a string given for a list key) meant, e.g. for
+    '[circle, square]' from --set: "...: --set DATA.CLASSES '["circle", "square"]'"; '' for lists of numbers."""
+    if _elem_type(default) in (int, float):
+        return ""
+    inner = text.strip()
+    if inner[:1] in "[(":
+        inner = inner[1:-1] if inner[-1:] in "])" else inner[1:]
+    items = [t.strip().strip("'\"") for t in inner.split(",") if t.strip().strip("'\"")]
+    if not items:
+        return ""
+    example = "[" + ", ".join(json.dumps(t) for t in items) + "]"
+    if source.startswith("--set"):
+        return (f"; on the command line a list is a Python literal with quoted names, the whole value quoted for "
+                f"the shell: --set {key} '{example}'")
+    return f"; write a list, e.g. {key.split('.')[-1]}: {example}"
 
 
 def _check_value(key: str, value, default, source: str):
@@ -163,7 +187,8 @@ def _check_value(key: str, value, default, source: str):
         raise where(f"expected {_type_name(default)}, got None (None is allowed only where the default is None)")
     if isinstance(default, (list, tuple)):
         if not isinstance(value, (list, tuple)):
-            raise where(f"expected {_type_name(default)}, got {value!r} ({type(value).__name__})")
+            hint = _list_quoting_hint(key, value, default, source) if isinstance(value, str) else ""
+            raise where(f"expected {_type_name(default)}, got {value!r} ({type(value).__name__}){hint}")
         elem = _elem_type(default)
         if elem is not None:
             proto = elem()
@@ -266,39 +291,53 @@ def _merge_file(cfg: EasyDict, path: str, stack: tuple) -> None:
     if real in stack:
         chain = " -> ".join(list(stack) + [real])
         raise ConfigError(f"_BASE_ cycle: {chain}")
-    data = _read_yaml(path)
+    _merge_data(cfg, _read_yaml(path), path, os.path.dirname(path), stack + (real,))
+
+
+def _merge_data(cfg: EasyDict, data: dict, source: str, base_dir: str, stack: tuple) -> None:
+    """Merge one file's content (or a mapping given in Python): its _RESOLVED_ section, its _BASE_ files
+    (relative to `base_dir`), then its keys."""
+    data = dict(data)
     resolved = data.pop(RESOLVED_KEY, None)
     if resolved is not None:
         if not isinstance(resolved, dict):
-            raise ConfigError(f"{RESOLVED_KEY} in {path}: expected a mapping, got {resolved!r}")
+            raise ConfigError(f"{RESOLVED_KEY} in {source}: expected a mapping, got {resolved!r}")
         cfg[RESOLVED_KEY] = _copy(resolved)
     bases = data.pop("_BASE_", None)
     if bases is not None:
         if isinstance(bases, str):
             bases = [bases]
         if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-            raise ConfigError(f"_BASE_ in {path}: expected a path or a list of paths, got {bases!r}")
+            raise ConfigError(f"_BASE_ in {source}: expected a path or a list of paths, got {bases!r}")
         for b in bases:
-            bpath = b if os.path.isabs(b) else os.path.join(os.path.dirname(path), b)
+            bpath = b if os.path.isabs(b) else os.path.join(base_dir, b)
             if not os.path.exists(bpath):
-                raise ConfigError(f"_BASE_ file {b!r} of {path} not found (looked at {bpath})")
-            _merge_file(cfg, bpath, stack + (real,))
-    merge_from_dict(cfg, data, source=path)
+                raise ConfigError(f"_BASE_ file {b!r} of {source} not found (looked at {bpath})")
+            _merge_file(cfg, bpath, stack)
+    merge_from_dict(cfg, data, source=source)
 
 
-def load_config(path: Optional[str] = None, overrides: Optional[Sequence] = None) -> EasyDict:
+def load_config(path=None, overrides: Optional[Sequence] = None) -> EasyDict:
     """Defaults, then the YAML file at ``path`` (after its ``_BASE_`` files, recursively), then ``overrides``.
 
     path: a YAML file of overrides; ``_BASE_: other.yaml`` (or a list) inherits, relative to the including file.
+        A mapping instead of a path is merged the same way (nested sections or dotted keys, ``_BASE_`` relative to
+        the working directory), e.g. ``{"MODEL": {"BACKBONE": {"NAME": "resnet50"}}}``; a config that
+        load_config returned is such a mapping too.
     overrides: flat list [KEY, VALUE, ...] as from ``--set``; values are ``ast.literal_eval``-ed when possible.
     Raises ConfigError on unknown keys, wrong types, bad choices, missing files or _BASE_ cycles.
     """
     cfg = get_default_config()
-    if path:
-        _merge_file(cfg, str(path), ())
+    source = "the defaults"
+    if isinstance(path, Mapping):
+        source = "the cfg mapping"
+        _merge_data(cfg, _to_plain(path), source, os.getcwd(), ())
+    elif path:
+        source = os.fspath(path)
+        _merge_file(cfg, source, ())
     if overrides:
         merge_from_list(cfg, overrides)
-    _check_relations(cfg, " and ".join(([str(path)] if path else []) + (["--set"] if overrides else []))
+    _check_relations(cfg, " and ".join(([source] if path else []) + (["--set"] if overrides else []))
                      or "the defaults")
     return cfg
 

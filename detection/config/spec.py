@@ -4,7 +4,8 @@
 
 Allowed values: ``choices`` (a tuple), ``pattern`` (a regex for strings), and for numbers and lists of numbers
 ``min`` / ``max`` (inclusive) and ``above`` (exclusive lower bound), applied to every entry of a list;
-``nonempty`` and ``length`` for lists. `describe_allowed` says them in words (error messages, docs/config.md).
+``nonempty`` and ``length`` for lists; every number must be finite (no inf, no nan) unless ``finite=False``.
+`describe_allowed` says them in words (error messages, docs/config.md).
     DEFAULTS: EasyDict of every default; SPECS: dotted key -> KeySpec, in definition order.
 
 Imports nothing of the toolkit (the loading machinery and the key table both import this module).
@@ -34,6 +35,7 @@ class KeySpec(NamedTuple):
     above: Optional[float] = None  # value > above
     nonempty: bool = False  # lists: at least one entry
     length: Optional[int] = None  # lists: exactly this many entries
+    finite: bool = True  # numbers (each entry of a list): no inf, no nan
 
 
 def _num(v) -> str:
@@ -73,7 +75,8 @@ SPECS: dict = {}  # dotted key -> KeySpec, in definition order
 
 def define_key(key: str, default: Any, comment: str, choices: Optional[Sequence] = None,
                pattern: Optional[str] = None, *, min: Optional[float] = None, max: Optional[float] = None,
-               above: Optional[float] = None, nonempty: bool = False, length: Optional[int] = None) -> None:
+               above: Optional[float] = None, nonempty: bool = False, length: Optional[int] = None,
+               finite: bool = True) -> None:
     """Define one key: its default, a one-line comment and optionally the allowed values (module docstring)."""
     if key in SPECS:
         raise RuntimeError(f"config key {key} defined twice")
@@ -85,4 +88,4 @@ def define_key(key: str, default: Any, comment: str, choices: Optional[Sequence]
         node = node[p]
     node[leaf] = copy.deepcopy(default)
     SPECS[key] = KeySpec(key, copy.deepcopy(default), comment, tuple(choices) if choices else None, pattern,
-                         min, max, above, bool(nonempty), length)
+                         min, max, above, bool(nonempty), length, bool(finite))

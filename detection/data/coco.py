@@ -27,6 +27,7 @@ from detection.data.records import (
     ReadStats,
     check_image_header,
     clip_and_filter_boxes,
+    first_duplicate,
     make_record,
 )
 
@@ -97,6 +98,35 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _check_unique_ids(data: dict, json_path: str) -> None:
+    """AnnotationError naming the id and both images when two images share an id, or two annotations do
+    (pycocotools would index one of them under the other's id and silently merge or drop it)."""
+    images = data["images"]
+    for i, img in enumerate(images):
+        if isinstance(img["id"], bool) or not isinstance(img["id"], (int, float, str)):
+            raise AnnotationError(f"{json_path}: images[{i}] ({img['file_name']}) id must be a number or a string, "
+                                  f"got {img['id']!r}")
+    pair = first_duplicate([img["id"] for img in images])
+    if pair is not None:
+        i, j = pair
+        raise AnnotationError(f"{json_path}: duplicate image id {images[j]['id']!r}: images[{i}] "
+                              f"({images[i]['file_name']}) and images[{j}] ({images[j]['file_name']}); every image "
+                              f"needs its own id")
+    anns = [a for a in data["annotations"] if isinstance(a, dict) and "id" in a]
+    pair = first_duplicate([a["id"] for a in anns])
+    if pair is not None:
+        files = {img["id"]: img["file_name"] for img in images}
+
+        def where(ann):
+            name = files.get(ann.get("image_id"))
+            return f"image {name}" if name is not None else f"unknown image id {ann.get('image_id')!r}"
+
+        i, j = pair
+        a, b = anns[i], anns[j]
+        raise AnnotationError(f"{json_path}: duplicate annotation id {b['id']!r}: on {where(a)} and on {where(b)}; "
+                              f"every annotation needs its own id")
+
+
 def _image_dir_for(json_path: str, image_root: Optional[str]) -> str:
     if image_root:
         return image_root
@@ -131,6 +161,7 @@ def load_coco(json_path: str, image_root: Optional[str] = None, class_names: Opt
             if not _is_number(img[field]):
                 raise AnnotationError(f"{json_path}: images[{i}] (id {img['id']}) {field} must be a number, got "
                                       f"{img[field]!r}")
+    _check_unique_ids(data, json_path)
     for i, ann in enumerate(data["annotations"]):
         for field in ("image_id", "category_id", "bbox"):
             if field not in ann:
@@ -143,7 +174,11 @@ def load_coco(json_path: str, image_root: Optional[str] = None, class_names: Opt
         if not _is_number(ann["category_id"]) or int(ann["category_id"]) not in to_contig:
             raise AnnotationError(f"{json_path}: unknown category id {ann['category_id']} in annotations[{i}] "
                                   f"(known ids: {sorted(to_contig)})")
-        ann.setdefault("id", i + 1)  # pycocotools indexes annotations by id
+    free_id = max((a["id"] for a in data["annotations"] if _is_number(a.get("id"))), default=0)
+    for ann in data["annotations"]:
+        if "id" not in ann:  # pycocotools indexes annotations by id: a fresh one, unused by the file
+            free_id = int(free_id) + 1
+            ann["id"] = free_id
 
     coco = COCO()
     coco.dataset = data

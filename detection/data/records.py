@@ -34,6 +34,7 @@ __all__ = [
     "trainable_mask",
     "filter_empty_records",
     "check_records",
+    "first_duplicate",
 ]
 
 
@@ -123,6 +124,22 @@ def clip_and_filter_boxes(boxes: np.ndarray, height: int, width: int, source: st
         logger.warning("%s: dropped degenerate box #%d%s %s (x2 <= x1 or y2 <= y1 after clipping to %dx%d)",
                        source, i, what, np.round(boxes[i], 2).tolist(), width, height)
     return keep
+
+
+def first_duplicate(keys: Sequence) -> Optional[Tuple[int, int]]:
+    """(i, j), i < j, of the first key met again (smallest j), or None when all keys differ.
+
+    Keys compare as Python values (1 == 1.0, as in the dicts pycocotools indexes by id); unhashable keys (a list
+    given as an id) compare by their repr. Readers use it to refuse an image or annotation listed twice."""
+    seen: Dict = {}
+    for j, key in enumerate(keys):
+        try:
+            i = seen.setdefault(key, j)
+        except TypeError:
+            i = seen.setdefault(repr(key), j)
+        if i != j:
+            return i, j
+    return None
 
 
 def make_record(image_id, path: str, height: int, width: int, boxes, labels, difficult=None, iscrowd=None,

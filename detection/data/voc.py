@@ -24,6 +24,7 @@ from detection.data.records import (
     ReadStats,
     check_image_header,
     clip_and_filter_boxes,
+    first_duplicate,
     make_record,
 )
 
@@ -156,8 +157,14 @@ def parse_voc_xml(xml_path: str, class_names: Sequence[str] = VOC_CLASSES, stats
                        difficult=np.asarray(difficult, bool)[keep] if difficult else [])
 
 
+def _split_path(voc_dir: str, split: str) -> str:
+    return os.path.join(voc_dir, "ImageSets", "Main", f"{split}.txt")
+
+
 def _read_split(voc_dir: str, split: str) -> List[str]:
-    path = os.path.join(voc_dir, "ImageSets", "Main", f"{split}.txt")
+    """The image ids of a split file, in order; AnnotationError naming the file and both lines when an id is
+    listed twice (it would be trained on, and scored, twice)."""
+    path = _split_path(voc_dir, split)
     if not os.path.isfile(path):
         avail = sorted(f[:-4] for f in os.listdir(os.path.dirname(path)) if f.endswith(".txt")
                        and "_" not in f) if os.path.isdir(os.path.dirname(path)) else []
@@ -165,7 +172,12 @@ def _read_split(voc_dir: str, split: str) -> List[str]:
                                 + (f" (available splits: {', '.join(avail)})" if avail else ""))
     with open(path, encoding="utf-8") as f:
         # lines may carry a second column (per-class files: "000005 -1"); the id is the first token
-        return [line.split()[0] for line in f if line.strip()]
+        numbered = [(n, line.split()[0]) for n, line in enumerate(f, start=1) if line.strip()]
+    pair = first_duplicate([index for _, index in numbered])
+    if pair is not None:
+        (a, index), (b, _) = numbered[pair[0]], numbered[pair[1]]
+        raise AnnotationError(f"{path}: image {index} is listed twice (lines {a} and {b}); list every image once")
+    return [index for _, index in numbered]
 
 
 def load_voc(root: str, sets: Union[str, Sequence[str]], class_names: Sequence[str] = VOC_CLASSES,
@@ -191,11 +203,15 @@ def load_voc(root: str, sets: Union[str, Sequence[str]], class_names: Sequence[s
     stats = ReadStats()
     records: List[dict] = []
     voc_dirs = []
-    seen = set()
-    for set_name in sets:
+    seen = {}  # (VOC folder, image id) -> position in `sets` of the set that listed it
+    for position, set_name in enumerate(sets):
         voc_dir, split = resolve_voc_set(root, set_name)
         voc_dirs.append(voc_dir)
         for index in _read_split(voc_dir, split):
+            first = seen.setdefault((voc_dir, index), position)
+            if first != position:
+                raise AnnotationError(f"image {index} of {voc_dir} is in two of the joined sets, {sets[first]} and "
+                                      f"{set_name} ({_split_path(voc_dir, split)}); join sets that do not overlap")
             xml_path = os.path.join(voc_dir, "Annotations", f"{index}.xml")
             if not os.path.isfile(xml_path):
                 raise AnnotationError(f"{xml_path}: annotation file not found (listed in {split}.txt of {voc_dir})")
@@ -217,10 +233,6 @@ def load_voc(root: str, sets: Union[str, Sequence[str]], class_names: Sequence[s
                     logger.warning("skipping image %s: %s", img_path, reason)
                     stats.skipped_images += 1
                     continue
-            key = (voc_dir, index)
-            if key in seen:
-                logger.warning("VOC set %s: image %s listed twice; keeping both", set_name, index)
-            seen.add(key)
             n = rec["boxes"].shape[0]
             stats.images += 1
             stats.objects += n

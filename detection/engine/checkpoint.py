@@ -202,14 +202,21 @@ class Checkpointer:
 
     def resume(self) -> int:
         """Restore the full training state from `last_checkpoint`; returns the iteration to start from (0 if none)."""
-        path = self.last_checkpoint()
-        if path is None:
-            logger.info("no checkpoint in %s: starting from scratch", self.output_dir)
-            return 0
-        state = load_checkpoint_file(path)
-        if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or "iteration" not in state:
-            raise CheckpointError(f"{path} is not a training checkpoint (a dict with 'model' and 'iteration', as "
-                                  f"tools/train_net.py writes): cannot resume from it")
+        path, state = self.load_last()
+        return 0 if state is None else self.restore(state, path)
+
+    def load_last(self):
+        """`load_last_training_checkpoint(output_dir)`."""
+        return load_last_training_checkpoint(self.output_dir)
+
+    def restore(self, state: Dict[str, Any], path: str) -> int:
+        """Load a training checkpoint's model, optimizer state, schedule position, RNG states and `extra`;
+        returns its iteration.
+
+        The hyperparameters (each parameter group's lr, momentum, weight decay; the schedule's base lrs, policy,
+        steps, warm-up) stay the ones this run's optimizer and scheduler were built with from the config, the
+        checkpoint gives the state (momentum buffers, Adam moments, the iteration): with an unchanged config
+        they are the checkpoint's own, bit for bit; a change the caller allowed takes effect from here on."""
         model = unwrap_model(self.model)
         problem = state_dict_mismatch(model, state["model"])
         if problem:
@@ -220,10 +227,7 @@ class Checkpointer:
                                   f"config.yaml), or start a new run in another OUTPUT_DIR")
         try:
             model.load_state_dict(state["model"])
-            if self.optimizer is not None and "optimizer" in state:
-                self.optimizer.load_state_dict(state["optimizer"])
-            if self.scheduler is not None and "scheduler" in state:
-                self.scheduler.load_state_dict(state["scheduler"])
+            self._restore_optimization(state)
             self._restore_rng(state, path)
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -232,6 +236,40 @@ class Checkpointer:
         self.extra.update(state.get("extra") or {})
         logger.info("resumed from %s at iteration %d", path, state["iteration"])
         return int(state["iteration"])
+
+    def _restore_optimization(self, state: Dict[str, Any]) -> None:
+        """The optimizer's state and the scheduler's position from `state`, this run's hyperparameters kept."""
+        built = [{k: v for k, v in g.items() if k not in ("params", "lr")} for g in self.optimizer.param_groups] \
+            if self.optimizer is not None else []
+        if self.optimizer is not None and "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+            for group, hyper in zip(self.optimizer.param_groups, built):
+                group.update(hyper)
+        if self.scheduler is not None and "scheduler" in state:
+            own = self.scheduler.state_dict()
+            saved = state["scheduler"]
+            self.scheduler.load_state_dict({**own, "last_epoch": saved["last_epoch"],
+                                            "_step_count": saved.get("_step_count", own.get("_step_count"))})
+            lambdas = getattr(self.scheduler, "lr_lambdas", None)
+            if lambdas is not None and self.optimizer is not None:  # LambdaLR: the lr of the next iteration
+                lrs = [base * f(self.scheduler.last_epoch) for f, base in zip(lambdas, self.scheduler.base_lrs)]
+                for group, lr in zip(self.optimizer.param_groups, lrs):
+                    group["lr"] = lr
+                self.scheduler._last_lr = lrs
+
+
+def load_last_training_checkpoint(output_dir: str):
+    """(path, state) of the checkpoint `<output_dir>/last_checkpoint` names, checked to be a training checkpoint,
+    or (None, None) when there is none (a resume can then compare its config before `Checkpointer.restore`)."""
+    path = read_last_checkpoint(output_dir)
+    if path is None:
+        logger.info("no checkpoint in %s: starting from scratch", output_dir)
+        return None, None
+    state = load_checkpoint_file(path)
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or "iteration" not in state:
+        raise CheckpointError(f"{path} is not a training checkpoint (a dict with 'model' and 'iteration', as "
+                              f"tools/train_net.py writes): cannot resume from it")
+    return path, state
 
 
 def read_last_checkpoint(output_dir: str) -> Optional[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 
@@ -61,9 +61,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def setup_run(cfg, output_dir: Optional[str], distributed: bool = False) -> torch.device:
-    """Join torchrun's process group (when `distributed`), set up logging into `output_dir`, seed, pick the
-    device. Returns the device."""
+def setup_run(cfg, output_dir: Optional[str], distributed: bool = False,
+              claim: Optional[Callable[[], object]] = None) -> torch.device:
+    """Join torchrun's process group (when `distributed`), check that `output_dir` can be written and call
+    `claim` (e.g. lock it for a training run: `run_lock.claim_output_dir`) on rank 0, set up logging into
+    `output_dir`, seed, pick the device. Returns the device.
+
+    A user error of rank 0's checks reaches every process (they all raise it, before anything is written)."""
     from detection.utils.logger import setup_logger
     from detection.utils.seed import derive_seed, seed_everything
 
@@ -71,13 +75,33 @@ def setup_run(cfg, output_dir: Optional[str], distributed: bool = False) -> torc
     if distributed:
         init_distributed(device.type)
     rank = get_rank()
-    if output_dir and rank == 0:
-        check_writable_dir(output_dir)
+    if output_dir:
+        _on_rank0_for_all(lambda: (check_writable_dir(output_dir), claim() if claim is not None else None))
     setup_logger(output_dir, rank=rank)
     seed = int(cfg.RNG_SEED)
     if seed >= 0:
         seed_everything(seed if rank == 0 else derive_seed(seed, rank) % 2**31)
     return device
+
+
+def _on_rank0_for_all(fn: Callable[[], object]) -> None:
+    """Run `fn` on rank 0; when it raises, every process raises (rank 0 its own exception, the others a ToolError
+    with its message), so that no process waits for a rank that has stopped."""
+    from detection.engine.distributed import all_gather_object, get_world_size
+    from detection.utils.errors import one_line
+
+    failure, message = None, None
+    if get_rank() == 0:
+        try:
+            fn()
+        except Exception as exc:
+            failure, message = exc, one_line(exc) or type(exc).__name__
+    if get_world_size() > 1:
+        message = all_gather_object(message)[0]
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise ToolError(message)
 
 
 def check_writable_dir(folder: str) -> None:
@@ -89,6 +113,8 @@ def check_writable_dir(folder: str) -> None:
         os.makedirs(folder, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
+    except FileExistsError:  # makedirs: `folder` itself is a file
+        raise ToolError(f"cannot write to {folder}: it is a file, not a folder") from None
     except OSError as exc:
         raise ToolError(f"cannot write to {folder}: {exc.strerror or exc}") from None
 
@@ -126,7 +152,8 @@ def resolve_weights_argument(cfg, weights: str) -> str:
 
 def load_inference_model(task, cfg, weights: Optional[str], device: torch.device):
     """(model in eval mode on `device`, class names): the checkpoint's weights and, when it stored them, its
-    class names (else the task's names for the config)."""
+    class names (else the task's names for the config). CheckpointError when the config's class list (or the
+    one found in the data) differs from the checkpoint's: its labels would be reported under other names."""
     from detection.engine.checkpoint import load_model_weights
 
     model = task.build_model_for_weights(cfg) if weights else task.build_model(cfg)
@@ -138,8 +165,23 @@ def load_inference_model(task, cfg, weights: Optional[str], device: torch.device
             raise ToolError(f"cannot load --weights {weights} into the model of {cfg.MODEL.META_ARCHITECTURE} / "
                             f"{cfg.MODEL.BACKBONE.NAME}: {exc}") from exc
         names = (state.get("extra") or {}).get("class_names") or ()
+        if cfg.DATA.CLASSES or not int(cfg.MODEL.NUM_CLASSES):  # a list is given, or found in the data
+            given = "DATA.CLASSES" if cfg.DATA.CLASSES else "the classes found for the config (DATA.CLASSES is [])"
+            check_class_names(names, task.resolve_class_names(cfg), weights, given)
     model.to(device).eval()
     return model, list(names) or task.class_names(cfg)
+
+
+def check_class_names(trained: Sequence[str], given: Sequence[str], weights: str, given_what: str) -> None:
+    """CheckpointError naming both lists when a class list given beside checkpoint `weights` differs from the one
+    it was trained on (names or order: label k is the k-th name). Nothing to check when either is empty."""
+    from detection.engine.checkpoint import CheckpointError
+
+    if trained and given and list(trained) != list(given):
+        raise CheckpointError(f"{weights} was trained on the classes {list(trained)}, but {given_what} is "
+                              f"{list(given)}: its labels would be reported under other names (names and order "
+                              f"must match). Use the checkpoint's list, or fine-tune to the new one with "
+                              f"tools/train_net.py --weights {weights}")
 
 
 def user_errors() -> tuple:
@@ -170,11 +212,13 @@ def _io_failure(exc: OSError) -> Optional[str]:
 
 def run_tool(fn, args) -> int:
     """`fn(args) -> exit code`, with user errors printed as one line `error: ...` (exit 2; a DataLoader worker's
-    traceback is left out) and the process group closed."""
+    traceback is left out), the output folders `fn` locked released and the process group closed."""
     import sys
 
+    from detection.engine.run_lock import claims_held, release_claims
     from detection.utils.errors import one_line
 
+    held = claims_held()
     try:
         return fn(args)
     except user_errors() as exc:
@@ -187,5 +231,6 @@ def run_tool(fn, args) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 2
     finally:
+        release_claims(keep=held)  # OUTPUT_DIR's lock (train_net)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -44,7 +44,6 @@ class _TensorBoard:
         except ImportError:
             logger.info("tensorboard is not installed: no event files (metrics.jsonl is still written)")
             return
-        # purge_step: a resumed run hides the events of the iterations it redoes
         self.writer = SummaryWriter(log_dir=log_dir, purge_step=purge_step)
 
     def add_scalars(self, values: Dict[str, float], step: int) -> None:
@@ -113,8 +112,9 @@ class Trainer:
             f.write(json.dumps(record, sort_keys=True) + "\n")
 
     def _drop_redone_metrics(self, start_iter: int) -> None:
-        """After a resume at `start_iter`: remove the metrics.jsonl records of later iterations (written after
-        the checkpoint, and about to be redone) and a line a kill cut short."""
+        """Remove the metrics.jsonl records of iterations after `start_iter` (written after the checkpoint a resume
+        starts from, or by a run killed before its first checkpoint when `start_iter` is 0: about to be redone) and
+        a line a kill cut short."""
         path = os.path.join(self.output_dir, "metrics.jsonl")
         if not is_main_process() or not os.path.isfile(path):
             return
@@ -131,8 +131,16 @@ class Trainer:
                     kept.append(line if line.endswith("\n") else line + "\n")
         if dropped:
             atomic_write_text(path, "".join(kept))
-            logger.info("metrics.jsonl: dropped %d record(s) after iteration %d (redone after the resume)", dropped,
-                        start_iter)
+            logger.info("metrics.jsonl: dropped %d record(s) after iteration %d (%s)", dropped, start_iter,
+                        "redone after the resume" if start_iter else "of an earlier run that wrote no checkpoint")
+
+    def _remove_earlier_best(self) -> None:
+        """A run starting at iteration 0 removes model_best.pth left by an earlier run that wrote no checkpoint
+        (killed before it): it is not this run's best."""
+        path = os.path.join(self.output_dir, "model_best.pth")
+        if os.path.isfile(path):
+            os.unlink(path)
+            logger.info("removed %s: written by an earlier run that wrote no checkpoint", path)
 
     def _snapshot(self, iteration: int, name: Optional[str] = None) -> None:
         name = name or f"model_{iteration:07d}"
@@ -192,10 +200,13 @@ class Trainer:
         self.model.train()
         if is_main_process():
             os.makedirs(self.output_dir, exist_ok=True)
-            if start_iter:
-                self._drop_redone_metrics(start_iter)
+            self._drop_redone_metrics(start_iter)
+            if not start_iter:
+                self._remove_earlier_best()
+        # purge_step: TensorBoard hides the events of the iterations this run redoes (a resume's, or all of those of
+        # a run killed before its first checkpoint)
         board = _TensorBoard(os.path.join(self.output_dir, "tensorboard"), enabled=is_main_process(),
-                             purge_step=start_iter + 1 if start_iter else None)
+                             purge_step=start_iter + 1)
         bar = tqdm(total=self.max_iter, initial=start_iter, disable=not self.progress, desc="train",
                    dynamic_ncols=True, unit="it")
         try:

@@ -64,11 +64,38 @@ def load_coco_gt(ann: str | Mapping | Any):
         a.setdefault("iscrowd", 0)
         if "area" not in a:
             a["area"] = float(a["bbox"][2]) * float(a["bbox"][3])
+    _check_unique_ids(dataset, source)
     coco = COCO()
     coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
+
+
+def _check_unique_ids(dataset: dict, source: str) -> None:
+    """EvaluationInputError naming the id and both images when two images, or two annotations, share an id
+    (pycocotools' index would keep one of them and score against a wrong ground truth)."""
+    from detection.data.records import first_duplicate
+
+    images = [im for im in dataset["images"] if isinstance(im, dict)]
+    name = {}
+    for im in images:
+        try:
+            name.setdefault(im.get("id"), im.get("file_name", "?"))
+        except TypeError:  # an unhashable id: pycocotools cannot index it either
+            raise EvaluationInputError(f"{source}: image id {im.get('id')!r} must be a number or a string") from None
+    pair = first_duplicate([im.get("id") for im in images])
+    if pair is not None:
+        a, b = images[pair[0]], images[pair[1]]
+        raise EvaluationInputError(f"{source}: duplicate image id {b.get('id')!r}: {a.get('file_name', '?')} and "
+                                   f"{b.get('file_name', '?')}")
+    anns = dataset["annotations"]
+    pair = first_duplicate([a["id"] for a in anns])
+    if pair is not None:
+        a, b = anns[pair[0]], anns[pair[1]]
+        raise EvaluationInputError(f"{source}: duplicate annotation id {b['id']!r}: on image "
+                                   f"{name.get(a['image_id'], a['image_id'])} and on image "
+                                   f"{name.get(b['image_id'], b['image_id'])}")
 
 
 def load_coco_results(path: str) -> list:

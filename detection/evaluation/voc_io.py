@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from detection.data.records import first_duplicate
 from detection.evaluation.evaluator import EvaluationInputError
 from detection.evaluation.voc_ap import PIXEL_OFFSET, as_detections, check_labels, to_inclusive
 
@@ -190,14 +191,20 @@ def parse_voc_xml(path: str) -> dict:
 
 
 def read_voc_split(root: str, split: str) -> list[str]:
-    """Image ids listed in <root>/ImageSets/Main/<split>.txt (first token of each non-blank line)."""
+    """Image ids listed in <root>/ImageSets/Main/<split>.txt (first token of each non-blank line; an id listed
+    twice is an EvaluationInputError naming the file and both lines)."""
     if not os.path.isdir(root):
         raise EvaluationInputError(f"{root}: VOC root folder not found")
     path = os.path.join(root, "ImageSets", "Main", f"{split}.txt")
     if not os.path.isfile(path):
         raise EvaluationInputError(f"{path}: split file not found")
     with open(path) as f:
-        return [line.split()[0] for line in f if line.strip()]
+        numbered = [(n, line.split()[0]) for n, line in enumerate(f, start=1) if line.strip()]
+    pair = first_duplicate([image_id for _, image_id in numbered])
+    if pair is not None:  # its objects would be counted twice
+        (a, image_id), (b, _) = numbered[pair[0]], numbered[pair[1]]
+        raise EvaluationInputError(f"{path}: image {image_id} is listed twice (lines {a} and {b})")
+    return [image_id for _, image_id in numbered]
 
 
 def load_voc_ground_truth_inclusive(root: str, split: str, class_names: Sequence[str] | None):
