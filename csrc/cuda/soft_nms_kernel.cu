@@ -194,10 +194,12 @@ __device__ int soft_nms_slice(const Work<acc_t>& w, int n, int method, acc_t nt,
     __syncthreads();
 
     // 3. decay the later boxes
-    const acc_t tx1 = w.boxes[i * 4], ty1 = w.boxes[i * 4 + 1], tx2 = w.boxes[i * 4 + 2], ty2 = w.boxes[i * 4 + 3];
+    const acc_t* top = w.boxes + static_cast<int64_t>(i) * 4;
+    const acc_t tx1 = top[0], ty1 = top[1], tx2 = top[2], ty2 = top[3];
     int alive = 0;
     for (int q = i + 1 + threadIdx.x; q < count; q += blockDim.x) {
-      const acc_t x1 = w.boxes[q * 4], y1 = w.boxes[q * 4 + 1], x2 = w.boxes[q * 4 + 2], y2 = w.boxes[q * 4 + 3];
+      const acc_t* box = w.boxes + static_cast<int64_t>(q) * 4;
+      const acc_t x1 = box[0], y1 = box[1], x2 = box[2], y2 = box[3];
       acc_t score = w.scores[q];
       const acc_t area = mul_rn(sub_rn(x2, x1), sub_rn(y2, y1));
       const acc_t iw = sub_rn(tx2 <= x2 ? tx2 : x2, tx1 >= x1 ? tx1 : x1);
