@@ -31,22 +31,32 @@ PyMODINIT_FUNC PyInit__C(void) {
 }
 
 TORCH_LIBRARY(detection, m) {
+  // Sizes are SymInt so that torch.compile / torch.export trace them symbolically (dynamic shapes).
   // boxes: [N, 4] xyxy, scores: [N]; returns int64 indices of kept boxes sorted by decreasing score.
   m.def("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor");
+  // nms on each category of idxs [N] (integers) alone, in one call: indices by decreasing score, equal scores by
+  // lower index (the categories' kept boxes merged in one stable score order).
+  m.def("batched_nms(Tensor dets, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
+  // Soft-NMS (Bodla et al. 2017; method 1 linear, 2 gaussian), per category of idxs when given: (kept indices,
+  // their decayed scores), by decreasing decayed score (csrc/cpu/soft_nms_kernel.cpp).
+  m.def(
+      "soft_nms(Tensor dets, Tensor scores, Tensor? idxs, int method, float iou_threshold, float sigma, "
+      "float min_score) -> (Tensor, Tensor)");
   // input: [B, C, H, W]; rois: [K, 5] (batch_index, x1, y1, x2, y2); returns [K, C, pooled_height, pooled_width].
   m.def(
-      "roi_align(Tensor input, Tensor rois, float spatial_scale, int pooled_height, int pooled_width, "
+      "roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width, "
       "int sampling_ratio, bool aligned) -> Tensor");
   m.def(
-      "_roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, int pooled_height, int pooled_width, "
-      "int batch_size, int channels, int height, int width, int sampling_ratio, bool aligned) -> Tensor");
+      "_roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width, int sampling_ratio, "
+      "bool aligned) -> Tensor");
   // returns (output [K, C, ph, pw], argmax [K, C, ph, pw] int32 flat index into H*W, -1 for empty bins).
   m.def(
-      "roi_pool(Tensor input, Tensor rois, float spatial_scale, int pooled_height, int pooled_width) "
+      "roi_pool(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width) "
       "-> (Tensor, Tensor)");
   m.def(
-      "_roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, float spatial_scale, int pooled_height, "
-      "int pooled_width, int batch_size, int channels, int height, int width) -> Tensor");
+      "_roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width) -> Tensor");
   // Winograd F(4x4, 3x3) transforms of the fast inference path (CPU only; csrc/cpu/winograd_kernel.cpp):
   // input [N, C, H, W] -> [36, tile_end - tile_begin, C]; products [36, T, K] -> tiles of out [N, K, H, W]
   // (channels_last or contiguous) from tile_begin on (+ bias, then relu).

@@ -8,7 +8,7 @@ Our and torchvision's calls alternate, so a busy machine slows both alike. CPU, 
 (and the CUDA kernels were built); --device picks one. CUDA timings synchronise before and after each call.
 Targets (exit code 1 when missed or when results differ): every op at most 1.0x torchvision on both devices,
 NMS at 12,000 boxes at most 0.5x, RoIAlign forward+backward on the CPU at most 0.7x. Inputs are seeded and
-realistic: NMS on RPN-like proposals
+realistic: NMS on RPN-like proposals (batched_nms: 5,000 of them in 80 classes, the RoI heads' post-processing)
 clustered around objects of a 600 x 1000 image; RoIAlign / RoIPool on a VGG16 conv5 map (stride 16) of a
 600 x 800 image with 256 proposals.
 """
@@ -86,6 +86,12 @@ def cases(device):
         boxes, scores = boxes.to(device), scores.to(device)
         out.append(("nms", f"{n} boxes", lambda b=boxes, s=scores: ops.nms(b, s, 0.7),
                     lambda b=boxes, s=scores: torchvision.ops.nms(b, s, 0.7)))
+    # the RoI heads' class-wise NMS: 5,000 candidates of 80 classes (one compiled call against torchvision's)
+    boxes, scores = rpn_like_boxes(5000, seed=1)
+    labels = torch.randint(0, 80, (5000,), generator=torch.Generator().manual_seed(1))
+    boxes, scores, labels = boxes.to(device), scores.to(device), labels.to(device)
+    out.append(("batched_nms", "5000 boxes, 80 classes", lambda: ops.batched_nms(boxes, scores, labels, 0.5),
+                lambda: torchvision.ops.batched_nms(boxes, scores, labels, 0.5)))
 
     feat, rois, scale = roi_inputs(device)
     grad = torch.randn(rois.shape[0], feat.shape[1], 7, 7, generator=torch.Generator().manual_seed(1)).to(device)

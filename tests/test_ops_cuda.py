@@ -29,7 +29,8 @@ TOL = {
 def _compiled_with_cuda():
     if ops.BACKEND != "compiled":
         pytest.skip(f"DETECTION_OPS={ops.BACKEND}: the compiled ops are not in use")
-    for name in ("nms", "roi_align", "_roi_align_backward", "roi_pool", "_roi_pool_backward"):
+    for name in ("nms", "batched_nms", "soft_nms", "roi_align", "_roi_align_backward", "roi_pool",
+                 "_roi_pool_backward"):
         if not torch._C._dispatch_has_kernel_for_dispatch_key(f"detection::{name}", "CUDA"):
             pytest.fail(f"detection._C has no CUDA kernel for {name}: rebuild with FORCE_CUDA=1 `make setup` "
                         "(or `FORCE_CUDA=1 pip install --no-build-isolation -e .`)")
@@ -178,6 +179,77 @@ def test_batched_nms(dtype):
     assert got.tolist() == [0, 1]
 
 
+def _batched_cases():
+    """tests/test_ops_batched_nms.py's adversarial cases (ties, identical boxes, sparse and int32 ids, negative
+    coordinates and thresholds, zero-area boxes, the scale case) and sizes around the 64-box blocks."""
+    import test_ops_batched_nms as cases
+
+    for name, args in cases.cases():
+        yield name, args
+    for n, groups in [(63, 2), (64, 3), (65, 1), (129, 7), (3000, 40)]:
+        boxes, scores = random_boxes(n, seed=n), distinct_scores(n, seed=n)
+        yield f"n={n}", (boxes, scores, torch.randint(0, groups, (n,), generator=_gen(n)), 0.5)
+
+
+def test_batched_nms_one_kernel_call_matches_cpu_on_the_adversarial_cases():
+    for name, (boxes, scores, idxs, thr) in _batched_cases():
+        cpu = ops.batched_nms(boxes, scores, idxs, thr)
+        got = torch.ops.detection.batched_nms(boxes.to(CUDA), scores.to(CUDA), idxs.to(CUDA), thr)
+        assert got.device.type == CUDA
+        torch.testing.assert_close(got.cpu(), cpu, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("n, groups", [(30000, 60), (30000, 1), (100000, 2000)])
+def test_batched_nms_compact_mask_layout(n, groups):
+    # Above 32 MiB of dense mask (N > ~23,000) only each category's words are stored: 100,000 boxes in 2,000
+    # categories take ~1 MB instead of 1.25 GB.
+    boxes, scores = random_boxes(n, seed=31, size=2000.0), distinct_scores(n, seed=32)
+    idxs = torch.randint(0, groups, (n,), generator=_gen(33))
+    got = ops.batched_nms(boxes.to(CUDA), scores.to(CUDA), idxs.to(CUDA), 0.5)
+    torch.testing.assert_close(got.cpu(), ops.batched_nms(boxes, scores, idxs, 0.5), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_batched_nms_reduced_precision(dtype):
+    boxes = random_boxes(1000, seed=34).to(dtype)
+    scores, idxs = distinct_scores(1000, seed=35).to(dtype), torch.randint(0, 4, (1000,), generator=_gen(36))
+    got = ops.batched_nms(boxes.to(CUDA), scores.to(CUDA), idxs.to(CUDA), 0.5)
+    torch.testing.assert_close(got.cpu(), ops.batched_nms(boxes, scores, idxs, 0.5), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", ["linear", "gaussian"])
+def test_soft_nms_matches_cpu(method):
+    # One CUDA block per category; the reference's steps in parallel. Indices exactly, scores to the last bits
+    # (exp() in double may differ by an ulp between the CUDA and C libraries before the float rounding).
+    import test_ops_soft_nms as soft
+
+    for seed, n, groups in [(0, 150, 1), (1, 600, 7), (2, 2000, 3)]:
+        boxes = soft.continuous(soft.grid_boxes(n, seed))
+        for scores in (soft.random_scores(n, seed), soft.tied_scores(n, seed)):
+            idxs = torch.randint(0, groups, (n,), generator=_gen(seed))
+            for thr, sigma, min_score in [(0.3, 0.5, 0.001), (0.5, 0.1, 0.05)]:
+                keep, kept = ops.batched_soft_nms(boxes, scores, idxs, method, thr, sigma, min_score)
+                got, got_scores = ops.batched_soft_nms(boxes.to(CUDA), scores.to(CUDA), idxs.to(CUDA), method, thr,
+                                                       sigma, min_score)
+                torch.testing.assert_close(got.cpu(), keep, rtol=0, atol=0)
+                torch.testing.assert_close(got_scores.cpu(), kept, rtol=1e-6, atol=1e-9)
+                one, one_scores = ops.soft_nms(boxes.to(CUDA), scores.to(CUDA), method, thr, sigma, min_score)
+                ref, ref_scores = ops.soft_nms(boxes, scores, method, thr, sigma, min_score)
+                torch.testing.assert_close(one.cpu(), ref, rtol=0, atol=0)
+                torch.testing.assert_close(one_scores.cpu(), ref_scores, rtol=1e-6, atol=1e-9)
+
+
+def test_soft_nms_empty_and_reduced_precision():
+    keep, kept = ops.soft_nms(torch.zeros(0, 4, device=CUDA), torch.zeros(0, device=CUDA))
+    assert keep.shape == (0,) and keep.device.type == CUDA
+    boxes, scores = random_boxes(300, seed=37), distinct_scores(300, seed=38)
+    keep, kept = ops.soft_nms(boxes.half().to(CUDA), scores.half().to(CUDA), "gaussian")
+    ref, ref_scores = ops.soft_nms(boxes.half(), scores.half(), "gaussian")
+    assert kept.dtype == torch.float16
+    torch.testing.assert_close(keep.cpu(), ref, rtol=0, atol=0)
+    torch.testing.assert_close(kept.cpu(), ref_scores, rtol=1e-3, atol=1e-6)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_nms_reduced_precision(dtype):
     # IoUs are computed in float32 from the (exactly representable) reduced-precision coordinates, and the stable
@@ -262,6 +334,22 @@ def test_roi_align_many_rois_grid_stride():
     out.backward(grad_out)
     out_tv.backward(grad_out)
     torch.testing.assert_close(x_gpu.grad, x_tv.grad, rtol=1e-4, atol=1e-4)  # atomics add in any order
+
+
+def test_roi_ops_beyond_a_32_bit_index():
+    # More than 2^31 output elements: the kernels switch from their 32-bit index to the 64-bit one.
+    free, _ = torch.cuda.mem_get_info()
+    if free < 24 * 2 ** 30:
+        pytest.skip("needs 24 GiB of free CUDA memory")
+    x = torch.rand(1, 1, 16, 16, generator=_gen(40)).half().to(CUDA)
+    k = 2 ** 31 // 49 + 1000
+    rois = torch.tensor([[0, 1.0, 2.0, 9.0, 12.0]], dtype=torch.float16, device=CUDA).expand(k, 5).contiguous()
+    ref = _C.roi_align(x, rois[:1], 1.0, 7, 7, 2, True)
+    out = _C.roi_align(x, rois, 1.0, 7, 7, 2, True)
+    assert out.shape == (k, 1, 7, 7) and bool((out[-1] == ref[0]).all()) and bool((out[k // 2] == ref[0]).all())
+    del out
+    pooled, _ = _C.roi_pool(x, rois, 1.0, 7, 7)
+    assert bool((pooled[-1] == _C.roi_pool(x, rois[:1], 1.0, 7, 7)[0][0]).all())
 
 
 def test_roi_align_list_of_boxes_and_channels_last():
@@ -369,6 +457,19 @@ def test_reduced_precision(dtype, tol):
     torch.testing.assert_close(xh.grad.float(), xf.grad, rtol=0, atol=0)  # small integer counts are exact
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reduced_precision_matches_cpu(dtype):
+    # Both devices compute float16 / bfloat16 in float32 and round once.
+    x = feature_map(torch.float32).to(dtype)
+    rois = tricky_rois(torch.float32, 0.5).to(dtype)
+    for aligned in (False, True):
+        cpu = ops.roi_align(x, rois, (5, 4), 0.5, -1, aligned)
+        torch.testing.assert_close(ops.roi_align(x.to(CUDA), rois.to(CUDA), (5, 4), 0.5, -1, aligned).cpu(), cpu,
+                                   rtol=1e-2, atol=1e-3)
+    torch.testing.assert_close(ops.roi_pool(x.to(CUDA), rois.to(CUDA), (5, 4), 0.5).cpu(),
+                               ops.roi_pool(x, rois, (5, 4), 0.5), rtol=0, atol=0)
+
+
 def test_empty_inputs():
     keep = ops.nms(torch.empty(0, 4, device=CUDA), torch.empty(0, device=CUDA), 0.5)
     assert keep.shape == (0,) and keep.dtype == torch.int64 and keep.device.type == CUDA
@@ -388,7 +489,8 @@ def test_empty_inputs():
 
 
 def test_cpu_tensors_still_use_cpu_kernels():
-    for name in ("nms", "roi_align", "_roi_align_backward", "roi_pool", "_roi_pool_backward"):
+    for name in ("nms", "batched_nms", "soft_nms", "roi_align", "_roi_align_backward", "roi_pool",
+                 "_roi_pool_backward"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"detection::{name}", "CPU"), name
     boxes, scores = random_boxes(300, seed=23), distinct_scores(300, seed=24)
     keep = ops.nms(boxes, scores, 0.5)

@@ -1,6 +1,6 @@
 // Argument checks shared by the CPU (csrc/cpu) and CUDA (csrc/cuda) kernels, so that both devices reject the
-// same bad inputs with the same messages ("<op>: <what> ..."), differing only in the device they name and the
-// dtypes it supports (CPU: float32 / float64; CUDA: also float16 / bfloat16).
+// same bad inputs with the same messages ("<op>: <what> ..."), differing only in the device they name. Both devices
+// take float16 / bfloat16 / float32 / float64 and compute reduced-precision inputs in float32 (the op-math type).
 //
 // Conventions: input / grad_input are [B, C, H, W]; rois are [K, 5] rows (batch_index, x1, y1, x2, y2) in image
 // coordinates; outputs are [K, C, pooled_height, pooled_width]; NMS boxes are [N, 4] xyxy with scores [N].
@@ -26,13 +26,17 @@ inline const char* device_name(c10::DeviceType device) {
   return device == c10::DeviceType::CUDA ? "CUDA" : "CPU";
 }
 
-inline bool dtype_supported(c10::ScalarType t, c10::DeviceType device) {
-  if (t == at::kFloat || t == at::kDouble) return true;
-  return device == c10::DeviceType::CUDA && (t == at::kHalf || t == at::kBFloat16);
+inline bool dtype_supported(c10::ScalarType t, c10::DeviceType /*device*/) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
 }
 
-inline const char* dtype_names(c10::DeviceType device) {
-  return device == c10::DeviceType::CUDA ? "float16, bfloat16, float32 or float64" : "float32 or float64";
+inline const char* dtype_names(c10::DeviceType /*device*/) {
+  return "float16, bfloat16, float32 or float64";
+}
+
+// float16 / bfloat16: computed in float32 (their op-math type), results rounded once to the input dtype.
+inline bool is_reduced_precision(c10::ScalarType t) {
+  return t == at::kHalf || t == at::kBFloat16;
 }
 
 inline void check_device(const char* op, const char* name, const at::Tensor& t, c10::DeviceType device) {
@@ -119,22 +123,49 @@ inline void check_roi_pool_argmax(const char* op, const at::Tensor& argmax, cons
               grad.sizes());
 }
 
-// NMS: boxes [N, 4] and scores [N] of one supported floating dtype on `device`; N < 2^31.
-inline void check_nms(const at::Tensor& dets, const at::Tensor& scores, c10::DeviceType device) {
-  TORCH_CHECK(dets.device().type() == device && scores.device().type() == device, "nms: boxes and scores must be ",
+// NMS (and the class-wise / soft variants, named by `op`): boxes [N, 4] and scores [N] of one supported floating
+// dtype on `device`; N < 2^31.
+inline void check_nms(const char* op, const at::Tensor& dets, const at::Tensor& scores, c10::DeviceType device) {
+  TORCH_CHECK(dets.device().type() == device && scores.device().type() == device, op, ": boxes and scores must be ",
               device_name(device), " tensors, got ", dets.device(), " and ", scores.device());
-  TORCH_CHECK(dets.device() == scores.device(), "nms: boxes are on ", dets.device(), " but scores are on ",
+  TORCH_CHECK(dets.device() == scores.device(), op, ": boxes are on ", dets.device(), " but scores are on ",
               scores.device());
-  TORCH_CHECK(dets.dim() == 2 && dets.size(1) == 4, "nms: boxes must be a [N, 4] tensor (x1, y1, x2, y2), got shape ",
+  TORCH_CHECK(dets.dim() == 2 && dets.size(1) == 4, op, ": boxes must be a [N, 4] tensor (x1, y1, x2, y2), got shape ",
               dets.sizes());
-  TORCH_CHECK(scores.dim() == 1, "nms: scores must be a 1-D [N] tensor, got shape ", scores.sizes());
-  TORCH_CHECK(dets.size(0) == scores.size(0), "nms: boxes and scores must have the same length, got ", dets.size(0),
+  TORCH_CHECK(scores.dim() == 1, op, ": scores must be a 1-D [N] tensor, got shape ", scores.sizes());
+  TORCH_CHECK(dets.size(0) == scores.size(0), op, ": boxes and scores must have the same length, got ", dets.size(0),
               " and ", scores.size(0));
-  TORCH_CHECK(dtype_supported(dets.scalar_type(), device), "nms: boxes must be ", dtype_names(device), " on ",
+  TORCH_CHECK(dtype_supported(dets.scalar_type(), device), op, ": boxes must be ", dtype_names(device), " on ",
               device_name(device), ", got ", dets.scalar_type());
-  TORCH_CHECK(dets.scalar_type() == scores.scalar_type(), "nms: boxes (", dets.scalar_type(), ") and scores (",
+  TORCH_CHECK(dets.scalar_type() == scores.scalar_type(), op, ": boxes (", dets.scalar_type(), ") and scores (",
               scores.scalar_type(), ") must have the same dtype");
-  TORCH_CHECK(dets.size(0) <= std::numeric_limits<int32_t>::max(), "nms: too many boxes (", dets.size(0), ")");
+  TORCH_CHECK(dets.size(0) <= std::numeric_limits<int32_t>::max(), op, ": too many boxes (", dets.size(0), ")");
+}
+
+inline void check_nms(const at::Tensor& dets, const at::Tensor& scores, c10::DeviceType device) {
+  check_nms("nms", dets, scores, device);
+}
+
+// Class-wise NMS: idxs [N], an integer category per box, beside boxes and scores.
+inline void check_nms_idxs(const char* op, const at::Tensor& dets, const at::Tensor& idxs) {
+  TORCH_CHECK(idxs.device() == dets.device(), op, ": idxs are on ", idxs.device(), " but boxes are on ",
+              dets.device());
+  TORCH_CHECK(idxs.dim() == 1 && idxs.size(0) == dets.size(0), op, ": idxs must be a 1-D [N] tensor of N = ",
+              dets.size(0), " categories, got shape ", idxs.sizes());
+  TORCH_CHECK(c10::isIntegralType(idxs.scalar_type(), /*includeBool=*/false), op,
+              ": idxs must be an integer tensor (int64, int32, ...), got ", idxs.scalar_type());
+}
+
+// Soft-NMS (Bodla et al. 2017): method 1 = linear, 2 = gaussian (the reference's codes; hard NMS is `nms`).
+constexpr int64_t kSoftNmsLinear = 1;
+constexpr int64_t kSoftNmsGaussian = 2;
+
+inline void check_soft_nms_args(int64_t method, double iou_threshold, double sigma, double min_score) {
+  TORCH_CHECK(method == kSoftNmsLinear || method == kSoftNmsGaussian,
+              "soft_nms: method must be 1 (linear) or 2 (gaussian), got ", method, " (hard NMS is nms)");
+  TORCH_CHECK(!std::isnan(iou_threshold), "soft_nms: iou_threshold must be a number, got ", iou_threshold);
+  TORCH_CHECK(std::isfinite(sigma) && sigma > 0, "soft_nms: sigma must be a positive finite number, got ", sigma);
+  TORCH_CHECK(!std::isnan(min_score), "soft_nms: min_score must be a number, got ", min_score);
 }
 
 // RoIAlign's sampling grid. Largest grid of samples one RoI may need (pooled_height * grid_h * pooled_width *
@@ -151,12 +182,18 @@ C10_HOST_DEVICE inline int64_t roi_align_grid(double ceil_ratio, int64_t samplin
                                                                : static_cast<int64_t>(ceil_ratio);
 }
 
-// Whether a grid_h x grid_w grid per bin, over pooled_height x pooled_width bins, stays within the bound.
+// Whether a grid_h x grid_w grid per bin, over pooled_height x pooled_width bins, stays within the bound, i.e.
+// grid_h * pooled_height * grid_w * pooled_width <= kMaxRoiAlignSamples (exactly, without overflow). The usual case
+// (every factor below 2^15) is one product; the divisions, costly in a GPU thread, only run beyond it.
 C10_HOST_DEVICE inline bool roi_align_grid_fits(int64_t grid_h, int64_t grid_w, int64_t pooled_height,
                                                 int64_t pooled_width) {
-  return grid_h == 0 || grid_w == 0 ||
-         (grid_h <= kMaxRoiAlignSamples / pooled_height && grid_w <= kMaxRoiAlignSamples / pooled_width &&
-          grid_h * pooled_height <= kMaxRoiAlignSamples / (grid_w * pooled_width));
+  if (grid_h == 0 || grid_w == 0) return true;
+  constexpr int64_t kSmall = int64_t(1) << 15;
+  if (grid_h < kSmall && grid_w < kSmall && pooled_height < kSmall && pooled_width < kSmall) {
+    return (grid_h * pooled_height) * (grid_w * pooled_width) <= kMaxRoiAlignSamples;  // < 2^60: no overflow
+  }
+  return grid_h <= kMaxRoiAlignSamples / pooled_height && grid_w <= kMaxRoiAlignSamples / pooled_width &&
+         grid_h * pooled_height <= kMaxRoiAlignSamples / (grid_w * pooled_width);
 }
 
 // The message of a RoI whose grid does not fit (raised by the CPU kernel, and by the CUDA one through its async

@@ -1,4 +1,5 @@
-// RoIAlign forward and backward on the CPU (float32, float64), multithreaded with at::parallel_for.
+// RoIAlign forward and backward on the CPU (float32, float64; float16 and bfloat16 computed in float32 and rounded
+// once, like the CUDA kernels' op-math), multithreaded with at::parallel_for.
 //
 // input: [B, C, H, W]; rois: [K, 5] (batch_index, x1, y1, x2, y2) in image coordinates, scaled by spatial_scale
 // onto the feature map; output: [K, C, pooled_height, pooled_width]. Each output bin is the mean of
@@ -210,6 +211,11 @@ void align_backward_roi(const RoiGeometry<T>& g, int64_t pooled_height, int64_t 
 at::Tensor roi_align_forward_cpu(const at::Tensor& input_, const at::Tensor& rois_, double spatial_scale,
                                  int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
   check_roi_forward("roi_align", input_, rois_, spatial_scale, pooled_height, pooled_width);
+  if (checks::is_reduced_precision(input_.scalar_type())) {  // the memory format carries over both ways
+    return roi_align_forward_cpu(input_.to(at::kFloat), rois_.to(at::kFloat), spatial_scale, pooled_height,
+                                 pooled_width, sampling_ratio, aligned)
+        .to(input_.scalar_type());
+  }
   const at::Tensor rois = rois_.contiguous();
   const int64_t num_rois = rois.size(0), channels = input_.size(1);
   const int64_t height = input_.size(2), width = input_.size(3);
@@ -269,6 +275,11 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad_, const at::Tensor& roi
                                   int64_t height, int64_t width, int64_t sampling_ratio, bool aligned) {
   check_roi_backward("roi_align_backward", grad_, rois_, spatial_scale, pooled_height, pooled_width, batch_size,
                      channels, height, width);
+  if (checks::is_reduced_precision(grad_.scalar_type())) {  // accumulated in float32, rounded once
+    return roi_align_backward_cpu(grad_.to(at::kFloat), rois_.to(at::kFloat), spatial_scale, pooled_height,
+                                  pooled_width, batch_size, channels, height, width, sampling_ratio, aligned)
+        .to(grad_.scalar_type());
+  }
   const at::Tensor grad = grad_.contiguous();
   const at::Tensor rois = rois_.contiguous();
   const int64_t num_rois = rois.size(0);

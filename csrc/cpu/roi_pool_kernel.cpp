@@ -1,4 +1,5 @@
-// RoIPool (Fast R-CNN max pooling) forward and backward on the CPU (float32, float64), multithreaded.
+// RoIPool (Fast R-CNN max pooling) forward and backward on the CPU (float32, float64; float16 and bfloat16 through
+// float32, where their values are exact), multithreaded.
 //
 // input: [B, C, H, W]; rois: [K, 5] (batch_index, x1, y1, x2, y2) in image coordinates. Following torchvision,
 // the scaled corners are rounded to whole pixels, the RoI spans at least 1 x 1 pixel (corners inclusive), and
@@ -83,6 +84,11 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(const at::Tensor& input_
                                                         double spatial_scale, int64_t pooled_height,
                                                         int64_t pooled_width) {
   check_roi_forward("roi_pool", input_, rois_, spatial_scale, pooled_height, pooled_width);
+  if (checks::is_reduced_precision(input_.scalar_type())) {  // maxima of exact float32 copies: no rounding
+    auto [output, argmax] = roi_pool_forward_cpu(input_.to(at::kFloat), rois_.to(at::kFloat), spatial_scale,
+                                                 pooled_height, pooled_width);
+    return std::make_tuple(output.to(input_.scalar_type()), argmax);
+  }
   const at::Tensor rois = rois_.contiguous();
   const int64_t num_rois = rois.size(0), channels = input_.size(1);
   const int64_t height = input_.size(2), width = input_.size(3);
@@ -144,6 +150,11 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad_, const at::Tensor& rois
   check_roi_backward("roi_pool_backward", grad_, rois_, spatial_scale, pooled_height, pooled_width, batch_size,
                      channels, height, width);
   checks::check_roi_pool_argmax("roi_pool_backward", argmax_, grad_, c10::DeviceType::CPU);
+  if (checks::is_reduced_precision(grad_.scalar_type())) {  // accumulated in float32, rounded once
+    return roi_pool_backward_cpu(grad_.to(at::kFloat), rois_.to(at::kFloat), argmax_, spatial_scale, pooled_height,
+                                 pooled_width, batch_size, channels, height, width)
+        .to(grad_.scalar_type());
+  }
   const at::Tensor grad = grad_.contiguous();
   const at::Tensor rois = rois_.contiguous();
   const at::Tensor argmax = argmax_.contiguous();

@@ -13,6 +13,14 @@
 //
 // Arithmetic is done in the op-math type (float for half/bfloat16), and the backward accumulates with atomics
 // into an op-math buffer that is cast back to the input dtype at the end.
+//
+// Launch and per-thread cost are torchvision's: one thread per output element, 512 threads per block, at most 4096
+// blocks, grid-stride. The flat index is decomposed in 32-bit arithmetic whenever the tensor allows (uint32_t index,
+// cuda_helpers.cuh): the 64-bit divisions this kernel used to make per thread (six for (n, c, ph, pw), three more
+// in the grid bound) are emulated in software on the GPU and cost it ~1.2x torchvision's time. The grid size and
+// its bound are computed in the op-math type (no float64), and the bound check is one product in the usual case
+// (checks::roi_align_grid_fits). The asynchronous error record costs nothing on valid RoIs: it is touched only by
+// the thread of a bad RoI's first element.
 #include <ATen/core/Tensor.h>
 #include <ATen/Context.h>
 #include <ATen/Dispatch.h>
@@ -47,13 +55,19 @@ struct AlignBins {
 };
 
 // Samples per bin along one axis: sampling_ratio if > 0, else ceil(roi_size / pooled) (0 for empty or NaN sizes),
-// saturated as on the CPU.
+// saturated at checks::kMaxRoiAlignSamples as on the CPU (checks::roi_align_grid, there compared in double: 2^31 is
+// exact in float, so comparing in acc_t gives the same answer).
 template <typename acc_t>
 __device__ __forceinline__ int64_t grid_size(acc_t roi_size, int pooled, int sampling_ratio) {
   if (sampling_ratio > 0) {
     return sampling_ratio;
   }
-  return checks::roi_align_grid(static_cast<double>(ceil(roi_size / static_cast<acc_t>(pooled))), sampling_ratio);
+  const acc_t ratio = ceil(roi_size / static_cast<acc_t>(pooled));
+  if (!(ratio > acc_t(0))) {
+    return 0;
+  }
+  return ratio > static_cast<acc_t>(checks::kMaxRoiAlignSamples) ? checks::kMaxRoiAlignSamples
+                                                                  : static_cast<int64_t>(ratio);
 }
 
 template <typename scalar_t, typename acc_t>
@@ -151,18 +165,17 @@ __device__ __forceinline__ Bilinear<acc_t> bilinear(int height, int width, acc_t
 }
 
 // One thread per output element (n, c, ph, pw) of output [K, C, ph, pw].
-template <typename scalar_t>
-__global__ void roi_align_forward_kernel(int64_t total, const scalar_t* __restrict__ input,
+template <typename scalar_t, typename index_t>
+__global__ void roi_align_forward_kernel(index_t total, const scalar_t* __restrict__ input,
                                          const scalar_t* __restrict__ rois, at::opmath_type<scalar_t> spatial_scale,
                                          int batch_size, int channels, int height, int width, int pooled_height,
                                          int pooled_width, int sampling_ratio, bool aligned,
                                          scalar_t* __restrict__ output, unsigned long long* record) {
   using acc_t = at::opmath_type<scalar_t>;
-  DETECTION_CUDA_KERNEL_LOOP(index, total) {
-    const int pw = static_cast<int>(index % pooled_width);
-    const int ph = static_cast<int>((index / pooled_width) % pooled_height);
-    const int c = static_cast<int>((index / pooled_width / pooled_height) % channels);
-    const int64_t n = index / pooled_width / pooled_height / channels;
+  DETECTION_CUDA_KERNEL_LOOP_T(index_t, index, total) {
+    const cuda::BinIndex<index_t> e = cuda::bin_index(index, channels, pooled_height, pooled_width);
+    const int64_t n = static_cast<int64_t>(e.n);
+    const int c = e.c, ph = e.ph, pw = e.pw;
 
     const scalar_t* roi = rois + n * 5;
     const AlignBins<acc_t> g = align_bins<scalar_t, acc_t>(roi, spatial_scale, batch_size, pooled_height,
@@ -194,19 +207,18 @@ __global__ void roi_align_forward_kernel(int64_t total, const scalar_t* __restri
 }
 
 // One thread per element of grad [K, C, ph, pw] (contiguous); scatters into grad_input [B, C, H, W] (op-math type).
-template <typename scalar_t>
-__global__ void roi_align_backward_kernel(int64_t total, const scalar_t* __restrict__ grad,
+template <typename scalar_t, typename index_t>
+__global__ void roi_align_backward_kernel(index_t total, const scalar_t* __restrict__ grad,
                                           const scalar_t* __restrict__ rois, at::opmath_type<scalar_t> spatial_scale,
                                           int batch_size, int channels, int height, int width, int pooled_height,
                                           int pooled_width, int sampling_ratio, bool aligned,
                                           at::opmath_type<scalar_t>* __restrict__ grad_input,
                                           unsigned long long* record) {
   using acc_t = at::opmath_type<scalar_t>;
-  DETECTION_CUDA_KERNEL_LOOP(index, total) {
-    const int pw = static_cast<int>(index % pooled_width);
-    const int ph = static_cast<int>((index / pooled_width) % pooled_height);
-    const int c = static_cast<int>((index / pooled_width / pooled_height) % channels);
-    const int64_t n = index / pooled_width / pooled_height / channels;
+  DETECTION_CUDA_KERNEL_LOOP_T(index_t, index, total) {
+    const cuda::BinIndex<index_t> e = cuda::bin_index(index, channels, pooled_height, pooled_width);
+    const int64_t n = static_cast<int64_t>(e.n);
+    const int c = e.c, ph = e.ph, pw = e.pw;
 
     const scalar_t* roi = rois + n * 5;
     const AlignBins<acc_t> g = align_bins<scalar_t, acc_t>(roi, spatial_scale, batch_size, pooled_height,
@@ -252,6 +264,33 @@ void check_fixed_grid(int64_t sampling_ratio, int64_t pooled_height, int64_t poo
               checks::roi_align_grid_message(0, sampling_ratio, sampling_ratio));
 }
 
+// The kernels with the index type that `total` needs (cuda::fits_uint32_index).
+template <typename scalar_t, typename index_t>
+void launch_forward(int64_t total, const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
+                    int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned,
+                    at::Tensor& output, unsigned long long* record, cudaStream_t stream) {
+  using acc_t = at::opmath_type<scalar_t>;
+  roi_align_forward_kernel<scalar_t, index_t><<<cuda::grid_for(total), cuda::kThreadsPerBlock, 0, stream>>>(
+      static_cast<index_t>(total), input.const_data_ptr<scalar_t>(), rois.const_data_ptr<scalar_t>(),
+      static_cast<acc_t>(spatial_scale), static_cast<int>(input.size(0)), static_cast<int>(input.size(1)),
+      static_cast<int>(input.size(2)), static_cast<int>(input.size(3)), static_cast<int>(pooled_height),
+      static_cast<int>(pooled_width), kernel_sampling_ratio(sampling_ratio), aligned,
+      output.mutable_data_ptr<scalar_t>(), record);
+}
+
+template <typename scalar_t, typename index_t>
+void launch_backward(int64_t total, const at::Tensor& grad, const at::Tensor& rois, double spatial_scale,
+                     const int64_t (&shape)[4], int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
+                     bool aligned, at::Tensor& acc, unsigned long long* record, cudaStream_t stream) {
+  using acc_t = at::opmath_type<scalar_t>;
+  roi_align_backward_kernel<scalar_t, index_t><<<cuda::grid_for(total), cuda::kThreadsPerBlock, 0, stream>>>(
+      static_cast<index_t>(total), grad.const_data_ptr<scalar_t>(), rois.const_data_ptr<scalar_t>(),
+      static_cast<acc_t>(spatial_scale), static_cast<int>(shape[0]), static_cast<int>(shape[1]),
+      static_cast<int>(shape[2]), static_cast<int>(shape[3]), static_cast<int>(pooled_height),
+      static_cast<int>(pooled_width), kernel_sampling_ratio(sampling_ratio), aligned, acc.mutable_data_ptr<acc_t>(),
+      record);
+}
+
 at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                                   int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
   checks::check_roi_forward("roi_align", input, rois, spatial_scale, pooled_height, pooled_width,
@@ -259,7 +298,7 @@ at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& roi
   cuda::check_int_dims("roi_align", input.sizes(), pooled_height, pooled_width);
   c10::cuda::CUDAGuard device_guard(input.device());
   const int64_t num_rois = rois.size(0);
-  const int64_t batch_size = input.size(0), channels = input.size(1), height = input.size(2), width = input.size(3);
+  const int64_t channels = input.size(1);
   const int64_t total = num_rois * channels * pooled_height * pooled_width;
   if (total == 0) {  // nothing to compute (the CPU kernel checks nothing more either)
     return at::zeros({num_rois, channels, pooled_height, pooled_width}, input.options());
@@ -273,13 +312,13 @@ at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& roi
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_forward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    roi_align_forward_kernel<scalar_t><<<cuda::grid_for(total), cuda::kThreadsPerBlock, 0, stream>>>(
-        total, input_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(),
-        static_cast<acc_t>(spatial_scale), static_cast<int>(batch_size), static_cast<int>(channels),
-        static_cast<int>(height), static_cast<int>(width), static_cast<int>(pooled_height),
-        static_cast<int>(pooled_width), kernel_sampling_ratio(sampling_ratio), aligned,
-        output.mutable_data_ptr<scalar_t>(), record);
+    if (cuda::fits_uint32_index(total)) {
+      launch_forward<scalar_t, uint32_t>(total, input_c, rois_c, spatial_scale, pooled_height, pooled_width,
+                                         sampling_ratio, aligned, output, record, stream);
+    } else {
+      launch_forward<scalar_t, int64_t>(total, input_c, rois_c, spatial_scale, pooled_height, pooled_width,
+                                        sampling_ratio, aligned, output, record, stream);
+    }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return output;
@@ -305,17 +344,19 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
   at::Tensor grad_input;
+  const int64_t grad_input_shape[4] = {batch_size, channels, height, width};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_align_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     // [B, C, H, W] in the op-math dtype (float for half/bfloat16), so atomics accumulate at full precision.
     at::Tensor acc = at::zeros({batch_size, channels, height, width},
                                grad.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-    roi_align_backward_kernel<scalar_t><<<cuda::grid_for(total), cuda::kThreadsPerBlock, 0, stream>>>(
-        total, grad_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(),
-        static_cast<acc_t>(spatial_scale), static_cast<int>(batch_size), static_cast<int>(channels),
-        static_cast<int>(height), static_cast<int>(width), static_cast<int>(pooled_height),
-        static_cast<int>(pooled_width), kernel_sampling_ratio(sampling_ratio), aligned, acc.mutable_data_ptr<acc_t>(),
-        record);
+    if (cuda::fits_uint32_index(total)) {
+      launch_backward<scalar_t, uint32_t>(total, grad_c, rois_c, spatial_scale, grad_input_shape, pooled_height,
+                                          pooled_width, sampling_ratio, aligned, acc, record, stream);
+    } else {
+      launch_backward<scalar_t, int64_t>(total, grad_c, rois_c, spatial_scale, grad_input_shape, pooled_height,
+                                         pooled_width, sampling_ratio, aligned, acc, record, stream);
+    }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     grad_input = acc.scalar_type() == grad.scalar_type() ? acc : acc.to(grad.scalar_type());
   });

@@ -13,6 +13,10 @@
 //
 // The backward adds grad[k, c, ph, pw] to grad_input[b, c] at argmax, with atomics into an op-math buffer
 // (float for half/bfloat16) cast back at the end.
+//
+// Launch as torchvision's (512 threads per block, at most 4096 blocks, one thread per element); the flat index is
+// decomposed in 32-bit arithmetic whenever the tensor allows (see roi_align_kernel.cu: 64-bit divisions are
+// emulated in software on a GPU).
 #include <ATen/core/Tensor.h>
 #include <ATen/Context.h>
 #include <ATen/Dispatch.h>
@@ -64,18 +68,17 @@ __device__ __forceinline__ int clip(int64_t v, int size) {
 }
 
 // One thread per output element (n, c, ph, pw) of output / argmax [K, C, ph, pw].
-template <typename scalar_t>
-__global__ void roi_pool_forward_kernel(int64_t total, const scalar_t* __restrict__ input,
+template <typename scalar_t, typename index_t>
+__global__ void roi_pool_forward_kernel(index_t total, const scalar_t* __restrict__ input,
                                         const scalar_t* __restrict__ rois, at::opmath_type<scalar_t> spatial_scale,
                                         int batch_size, int channels, int height, int width, int pooled_height,
                                         int pooled_width, scalar_t* __restrict__ output,
                                         int32_t* __restrict__ argmax, unsigned long long* record) {
   using acc_t = at::opmath_type<scalar_t>;
-  DETECTION_CUDA_KERNEL_LOOP(index, total) {
-    const int pw = static_cast<int>(index % pooled_width);
-    const int ph = static_cast<int>((index / pooled_width) % pooled_height);
-    const int c = static_cast<int>((index / pooled_width / pooled_height) % channels);
-    const int64_t n = index / pooled_width / pooled_height / channels;
+  DETECTION_CUDA_KERNEL_LOOP_T(index_t, index, total) {
+    const cuda::BinIndex<index_t> e = cuda::bin_index(index, channels, pooled_height, pooled_width);
+    const int64_t n = static_cast<int64_t>(e.n);
+    const int c = e.c, ph = e.ph, pw = e.pw;
 
     const scalar_t* roi = rois + n * 5;
     const int64_t batch = roi_batch(static_cast<acc_t>(roi[0]), batch_size);
@@ -122,20 +125,21 @@ __global__ void roi_pool_forward_kernel(int64_t total, const scalar_t* __restric
 }
 
 // One thread per element of grad / argmax [K, C, ph, pw] (contiguous); scatters into grad_input [B, C, H, W].
-template <typename scalar_t>
-__global__ void roi_pool_backward_kernel(int64_t total, const scalar_t* __restrict__ grad,
+template <typename scalar_t, typename index_t>
+__global__ void roi_pool_backward_kernel(index_t total, const scalar_t* __restrict__ grad,
                                          const scalar_t* __restrict__ rois, const int32_t* __restrict__ argmax,
                                          int batch_size, int channels, int height, int width, int pooled_height,
                                          int pooled_width, at::opmath_type<scalar_t>* __restrict__ grad_input,
                                          unsigned long long* record) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t plane_size = static_cast<int64_t>(height) * width;
-  DETECTION_CUDA_KERNEL_LOOP(index, total) {
+  DETECTION_CUDA_KERNEL_LOOP_T(index_t, index, total) {
     const int32_t idx = argmax[index];
-    const int64_t n = index / pooled_width / pooled_height / channels;
+    const cuda::BinIndex<index_t> e = cuda::bin_index(index, channels, pooled_height, pooled_width);
+    const int64_t n = static_cast<int64_t>(e.n);
     const int64_t batch = roi_batch(static_cast<acc_t>(rois[n * 5]), batch_size);
     if (batch < 0) {  // reported by the thread of the RoI's first element, as the CPU kernel rejects it
-      if (index % (static_cast<int64_t>(channels) * pooled_height * pooled_width) == 0) {
+      if (e.c == 0 && e.ph == 0 && e.pw == 0) {
         cuda::report_async_error(record, cuda::kAsyncBadBatchIndex, cuda::kOpRoiPoolBackward, n,
                                  static_cast<double>(rois[n * 5]), batch_size, 0);
       }
@@ -149,9 +153,34 @@ __global__ void roi_pool_backward_kernel(int64_t total, const scalar_t* __restri
                                static_cast<double>(idx), plane_size, 0);
       continue;
     }
-    const int c = static_cast<int>((index / pooled_width / pooled_height) % channels);
-    gpuAtomicAdd(grad_input + (batch * channels + c) * plane_size + idx, static_cast<acc_t>(grad[index]));
+    gpuAtomicAdd(grad_input + (batch * channels + e.c) * plane_size + idx, static_cast<acc_t>(grad[index]));
   }
+}
+
+// The kernels with the index type that `total` needs (cuda::fits_uint32_index).
+template <typename scalar_t, typename index_t>
+void launch_forward(int64_t total, const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
+                    int64_t pooled_height, int64_t pooled_width, at::Tensor& output, at::Tensor& argmax,
+                    unsigned long long* record, cudaStream_t stream) {
+  using acc_t = at::opmath_type<scalar_t>;
+  roi_pool_forward_kernel<scalar_t, index_t><<<cuda::grid_for(total), cuda::kThreadsPerBlock, 0, stream>>>(
+      static_cast<index_t>(total), input.const_data_ptr<scalar_t>(), rois.const_data_ptr<scalar_t>(),
+      static_cast<acc_t>(spatial_scale), static_cast<int>(input.size(0)), static_cast<int>(input.size(1)),
+      static_cast<int>(input.size(2)), static_cast<int>(input.size(3)), static_cast<int>(pooled_height),
+      static_cast<int>(pooled_width), output.mutable_data_ptr<scalar_t>(), argmax.mutable_data_ptr<int32_t>(),
+      record);
+}
+
+template <typename scalar_t, typename index_t>
+void launch_backward(int64_t total, const at::Tensor& grad, const at::Tensor& rois, const at::Tensor& argmax,
+                     const int64_t (&shape)[4], int64_t pooled_height, int64_t pooled_width, at::Tensor& acc,
+                     unsigned long long* record, cudaStream_t stream) {
+  using acc_t = at::opmath_type<scalar_t>;
+  roi_pool_backward_kernel<scalar_t, index_t><<<cuda::grid_for(total), cuda::kThreadsPerBlock, 0, stream>>>(
+      static_cast<index_t>(total), grad.const_data_ptr<scalar_t>(), rois.const_data_ptr<scalar_t>(),
+      argmax.const_data_ptr<int32_t>(), static_cast<int>(shape[0]), static_cast<int>(shape[1]),
+      static_cast<int>(shape[2]), static_cast<int>(shape[3]), static_cast<int>(pooled_height),
+      static_cast<int>(pooled_width), acc.mutable_data_ptr<acc_t>(), record);
 }
 
 std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cuda(const at::Tensor& input, const at::Tensor& rois,
@@ -164,7 +193,7 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cuda(const at::Tensor& input
 
   c10::cuda::CUDAGuard device_guard(input.device());
   const int64_t num_rois = rois.size(0);
-  const int64_t batch_size = input.size(0), channels = input.size(1), height = input.size(2), width = input.size(3);
+  const int64_t channels = input.size(1);
   const int64_t total = num_rois * channels * pooled_height * pooled_width;
   if (total == 0) {  // nothing to compute (the CPU kernel checks nothing more either)
     return {at::zeros({num_rois, channels, pooled_height, pooled_width}, input.options()),
@@ -179,13 +208,13 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cuda(const at::Tensor& input
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_pool_forward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    roi_pool_forward_kernel<scalar_t><<<cuda::grid_for(total), cuda::kThreadsPerBlock, 0, stream>>>(
-        total, input_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(),
-        static_cast<acc_t>(spatial_scale), static_cast<int>(batch_size), static_cast<int>(channels),
-        static_cast<int>(height), static_cast<int>(width), static_cast<int>(pooled_height),
-        static_cast<int>(pooled_width), output.mutable_data_ptr<scalar_t>(), argmax.mutable_data_ptr<int32_t>(),
-        record);
+    if (cuda::fits_uint32_index(total)) {
+      launch_forward<scalar_t, uint32_t>(total, input_c, rois_c, spatial_scale, pooled_height, pooled_width, output,
+                                         argmax, record, stream);
+    } else {
+      launch_forward<scalar_t, int64_t>(total, input_c, rois_c, spatial_scale, pooled_height, pooled_width, output,
+                                        argmax, record, stream);
+    }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {output, argmax};
@@ -212,16 +241,19 @@ at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& rois
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
   at::Tensor grad_input;
+  const int64_t grad_input_shape[4] = {batch_size, channels, height, width};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_pool_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     // [B, C, H, W] in the op-math dtype (float for half/bfloat16), so atomics accumulate at full precision.
     at::Tensor acc = at::zeros({batch_size, channels, height, width},
                                grad.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-    roi_pool_backward_kernel<scalar_t><<<cuda::grid_for(total), cuda::kThreadsPerBlock, 0, stream>>>(
-        total, grad_c.const_data_ptr<scalar_t>(), rois_c.const_data_ptr<scalar_t>(),
-        argmax_c.const_data_ptr<int32_t>(), static_cast<int>(batch_size), static_cast<int>(channels),
-        static_cast<int>(height), static_cast<int>(width), static_cast<int>(pooled_height),
-        static_cast<int>(pooled_width), acc.mutable_data_ptr<acc_t>(), record);
+    if (cuda::fits_uint32_index(total)) {
+      launch_backward<scalar_t, uint32_t>(total, grad_c, rois_c, argmax_c, grad_input_shape, pooled_height,
+                                          pooled_width, acc, record, stream);
+    } else {
+      launch_backward<scalar_t, int64_t>(total, grad_c, rois_c, argmax_c, grad_input_shape, pooled_height,
+                                         pooled_width, acc, record, stream);
+    }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     grad_input = acc.scalar_type() == grad.scalar_type() ? acc : acc.to(grad.scalar_type());
   });

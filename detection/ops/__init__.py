@@ -1,5 +1,6 @@
-"""Python face of the compiled ops (a drop-in for the matching torchvision.ops functions), box utilities and the
-one image resize (resize.py) that the models and the classification loader share.
+"""Python face of the compiled ops (a drop-in for the matching torchvision.ops functions, tested against
+torchvision's own op tests: docs/architecture.md), Soft-NMS, box utilities and the one image resize (resize.py)
+that the models and the classification loader share.
 
 Owns stateless tensor operations. Must not import ``detection.modeling``, ``detection.data``,
 ``detection.evaluation`` or ``detection.engine``.
@@ -9,9 +10,12 @@ Owns stateless tensor operations. Must not import ``detection.modeling``, ``dete
 from detection.ops._backend import BACKEND
 from detection.ops.async_errors import check_async_errors
 from detection.ops.boxes import box_area, box_iou
+from detection.ops.errors import BoxShapeError, BoxTypeError, RoiDtypeError, RoiInputError
 from detection.ops.nms import batched_nms, nms
 from detection.ops.roi_align import RoIAlign, roi_align
 from detection.ops.roi_pool import RoIPool, roi_pool
+from detection.ops.soft_nms import SOFT_NMS_METHODS, batched_soft_nms, soft_nms
 
-__all__ = ["BACKEND", "box_area", "box_iou", "nms", "batched_nms", "roi_align", "RoIAlign", "roi_pool", "RoIPool",
-           "check_async_errors"]
+__all__ = ["BACKEND", "box_area", "box_iou", "nms", "batched_nms", "soft_nms", "batched_soft_nms", "SOFT_NMS_METHODS",
+           "roi_align", "RoIAlign", "roi_pool", "RoIPool", "check_async_errors", "BoxShapeError", "BoxTypeError",
+           "RoiInputError", "RoiDtypeError"]

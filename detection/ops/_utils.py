@@ -1,41 +1,45 @@
-"""Shared argument handling for the RoI ops (torchvision's conventions)."""
+"""Shared argument handling for the RoI ops (torchvision's conventions), scriptable with TorchScript."""
 from typing import List, Tuple, Union
 
 import torch
 from torch import Tensor
 
-
-def as_pair(size: Union[int, Tuple[int, int], List[int]]) -> Tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    if len(size) != 2:
-        raise ValueError(f"output_size must be an int or a pair (height, width), got {size!r}")
-    return int(size[0]), int(size[1])
+from detection.ops.errors import BoxShapeError, BoxTypeError, RoiDtypeError, RoiInputError
 
 
-def convert_boxes_to_roi_format(boxes: Union[Tensor, List[Tensor]]) -> Tensor:
-    """A list of per-image [L_i, 4] boxes -> one [K, 5] tensor (batch_index, x1, y1, x2, y2)."""
+def check_roi_boxes_shape(boxes: Union[Tensor, List[Tensor]]) -> None:
+    """boxes must be a [K, 5] tensor (batch_index, x1, y1, x2, y2) or a list / tuple of per-image [L, 4] xyxy."""
+    if not torch.jit.is_scripting():
+        if not isinstance(boxes, (Tensor, list, tuple)):
+            raise BoxTypeError(f"boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], got {type(boxes).__name__}")
     if isinstance(boxes, Tensor):
         if boxes.dim() != 2 or boxes.size(1) != 5:
-            raise ValueError(f"boxes as a Tensor must be [K, 5] (batch_index, x1, y1, x2, y2), got {tuple(boxes.shape)}")
-        return boxes
-    if not isinstance(boxes, (list, tuple)):
-        raise TypeError(f"boxes must be a Tensor[K, 5] or a list of Tensor[L, 4], got {type(boxes).__name__}")
-    for i, b in enumerate(boxes):
-        if b.dim() != 2 or b.size(1) != 4:
-            raise ValueError(f"boxes[{i}] must be [L, 4] xyxy, got {tuple(b.shape)}")
-    concat = torch.cat(list(boxes), dim=0)
-    index = torch.cat([torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)], dim=0)
-    return torch.cat([index, concat], dim=1)
+            raise BoxShapeError(f"boxes as a Tensor must be [K, 5] (batch_index, x1, y1, x2, y2), got "
+                                f"{list(boxes.shape)}")
+    else:
+        for i, b in enumerate(boxes):
+            if b.dim() != 2 or b.size(1) != 4:
+                raise BoxShapeError(f"boxes[{i}] must be [L, 4] xyxy, got {list(b.shape)}")
+
+
+def convert_boxes_to_roi_format(boxes: List[Tensor]) -> Tensor:
+    """A list of per-image [L_i, 4] boxes -> one [K, 5] tensor (batch_index, x1, y1, x2, y2)."""
+    index = [torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)]
+    return torch.cat([torch.cat(index, dim=0), torch.cat(boxes, dim=0)], dim=1)
+
+
+def check_pair(size: List[int]) -> None:
+    if len(size) != 2:
+        raise ValueError(f"output_size must be an int or a pair (height, width), got {size!r}")
 
 
 def check_roi_inputs(input: Tensor, rois: Tensor) -> None:
     if input.dim() != 4:
-        raise ValueError(f"input must be [B, C, H, W], got {tuple(input.shape)}")
+        raise RoiInputError(f"input must be [B, C, H, W], got {tuple(input.shape)}")
     if rois.dtype != input.dtype:
-        raise TypeError(f"boxes dtype {rois.dtype} must match input dtype {input.dtype}")
+        raise RoiDtypeError(f"boxes dtype {rois.dtype} must match input dtype {input.dtype}")
     if rois.device != input.device:
-        raise ValueError(f"boxes on {rois.device} but input on {input.device}")
+        raise RoiInputError(f"boxes on {rois.device} but input on {input.device}")
 
 
 def autocast_to_float(*tensors: Tensor) -> Tuple[Tensor, ...]:
