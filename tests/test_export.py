@@ -112,15 +112,15 @@ def _nms_case(n=300, seed=0):
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.onnx: the TorchScript-based exporter
 def test_the_graphs_batched_nms_is_detection_ops_batched_nms_at_any_scale(tmp_path):
-    """The exported per-class NMS (quadrants, one call per four classes) keeps exactly batched_nms's boxes in its
-    order, eagerly, in onnxruntime and as a program, where the offset trick would not."""
+    """The exported per-class NMS (the class-aware op: one NonMaxSuppression over per-class scores in ONNX) keeps
+    exactly batched_nms's boxes in its order, eagerly, in onnxruntime and as a program, where the offset trick
+    would not."""
     from detection.export.symbolics import OPSET, register_onnx_symbolics
     from detection.ops import batched_nms, nms
-    from detection.ops._traced_nms import batched_nms_static
 
     class Net(torch.nn.Module):
         def forward(self, boxes, scores, labels):
-            return batched_nms_static(boxes, scores, labels, 0.5, 80)
+            return batched_nms(boxes, scores, labels, 0.5)
 
     boxes, scores, labels = _nms_case()
     ref = batched_nms(boxes, scores, labels, 0.5)

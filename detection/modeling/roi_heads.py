@@ -13,7 +13,6 @@ from torch import Tensor, nn
 from detection.modeling.box_coder import BoxCoder, box_sides_at_least, clip_boxes
 from detection.modeling.sampling import BalancedSampler, Matcher, rank_in_group
 from detection.ops import RoIAlign, RoIPool, batched_nms, box_iou
-from detection.ops._traced_nms import batched_nms_static
 from detection.ops.shapes import tracing
 
 
@@ -174,7 +173,7 @@ class RoIHeads(nn.Module):
         if tracing():  # one image (export): per-class NMS, top-k, no split
             if b != 1:
                 raise ValueError(f"traced RoI heads take one image, got {b}")
-            kept = batched_nms_static(boxes, scores, labels - 1, self.nms_thresh, k)[: self.detections_per_image]
+            kept = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_image]
             if self.reported_classes is not None:
                 kept = kept[self.reported_classes[labels[kept]]]
             return [{"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept]}]

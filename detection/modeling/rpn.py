@@ -14,7 +14,6 @@ from detection.modeling.anchors import AnchorGenerator, MultiLevelAnchorGenerato
 from detection.modeling.box_coder import BoxCoder, box_sides_at_least, clip_boxes
 from detection.modeling.sampling import BalancedSampler, Matcher, rank_in_group
 from detection.ops import batched_nms, box_iou, nms
-from detection.ops._traced_nms import batched_nms_static
 from detection.ops.shapes import top_n, tracing
 from detection.ops.sparse_grad_conv import SparseGradConv2d
 
@@ -28,23 +27,20 @@ def _cat(tensors: Sequence[Tensor], dim: int) -> Tensor:
 
 
 def proposal_nms(boxes: Tensor, scores: Tensor, image_idx: Tensor, iou_threshold: float,
-                 max_boxes: Optional[int] = None, levels: Optional[Tensor] = None, num_levels: int = 1,
-                 num_images: Optional[int] = None) -> Tensor:
+                 max_boxes: Optional[int] = None, levels: Optional[Tensor] = None, num_levels: int = 1) -> Tensor:
     """NMS within each image (and pyramid level) of a batch: boxes of different images, or of different levels
     (`levels` [N] in 0..num_levels-1), never suppress each other.
 
     boxes [N, 4] xyxy, scores [N], image_idx [N] int64 in non-decreasing order (image-major). Returns int64 indices
     of the kept boxes, each image's in decreasing score order. Up to `max_boxes` boxes (default: unbounded on the
     CPU, CUDA_NMS_MAX_BOXES on CUDA) go through one batched_nms call; more run one NMS per image (B small
-    syncs), which bounds the CUDA mask by the largest image's boxes. num_images: B, needed while tracing.
+    syncs), which bounds the CUDA mask by the largest image's boxes.
     """
     groups = image_idx if levels is None else image_idx * num_levels + levels
-    if tracing():
-        return batched_nms_static(boxes, scores, groups, iou_threshold, (num_images or 1) * num_levels)
     n = boxes.shape[0]
     if max_boxes is None:
         max_boxes = CUDA_NMS_MAX_BOXES if boxes.is_cuda else n
-    if n <= max_boxes:
+    if tracing() or n <= max_boxes:
         return batched_nms(boxes, scores, groups, iou_threshold)
     counts = torch.bincount(image_idx).tolist()
     kept, start = [], 0
@@ -194,7 +190,7 @@ class RegionProposalNetwork(nn.Module):
         levels = level[keep] if len(anchors) > 1 else None
         boxes, scores = boxes[keep], scores[keep]
         kept = proposal_nms(boxes, scores, image_idx, self.nms_thresh[mode], levels=levels,
-                            num_levels=len(anchors), num_images=b)  # by decreasing score per image
+                            num_levels=len(anchors))  # by decreasing score per image
         post = self.post_nms_top_n[mode]
         if tracing():  # one image (export): its top proposals, all valid
             if b != 1:
