@@ -4,9 +4,12 @@
     model = detection.load("outputs/quickstart")     # detection/api.py: a Predictor
     result = model("photo.jpg")
 
-Importing the package registers every model family (``detection.modeling.META_ARCHITECTURES``), backbone
-(``detection.modeling.BACKBONES``) and task (``detection.engine.TASKS``), detectron2's way, and the compiled ops
-(``torch.ops.detection.*``, which exported programs from tools/export_model.py need).
+Importing the package loads the compiled ops (``torch.ops.detection.*``, which exported programs from
+tools/export_model.py need) and nothing else: ``import detection.ops`` stays light. ``detection.load`` and
+``detection.Predictor`` import the API on first use. Each registry's package registers its members when it is
+imported, detectron2's way: ``detection.modeling`` every model family (``META_ARCHITECTURES``) and backbone
+(``BACKBONES``), ``detection.engine`` every task (``TASKS``); whoever looks a name up imports the registry from
+there, so every registered name exists by then.
 
 Layers, lowest first; a package imports only from the layers below it (tests/test_layout.py checks modeling):
 ``config``, ``registry``, ``utils`` -> ``ops`` (with the compiled ``_C``) -> ``modeling`` and
@@ -16,7 +19,15 @@ and the Python API (``api``, ``image_input``, ``results``); the scripts in ``too
 
 __version__ = "0.1.0"
 
-from detection import engine, modeling  # noqa: E402,F401  (register the families and their tasks)
-from detection.api import Predictor, load  # noqa: E402
+from detection import ops  # noqa: E402,F401  (torch.ops.detection.*)
 
 __all__ = ["load", "Predictor", "__version__"]
+
+
+def __getattr__(name):
+    """detection.load / detection.Predictor, imported on first use (the API imports the engine and the models)."""
+    if name in ("load", "Predictor"):
+        from detection import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'detection' has no attribute {name!r}")

@@ -9,13 +9,13 @@
     result.boxes, result.scores, result.labels, result.class_names
     print(model.summary())
 
-Predictions go through the family's Task (`task.predict`: test-time augmentation from the config included), so
-they are the ones tools/test_net.py scores. A list is run in batches of images of the same size (in input order),
-so a result never depends on which other images shared its batch. fast=True: detection/export/fast.py.
+The Predictor builds its model and its test-time-augmentation wrapper (detection/modeling/tta.py, from the
+config's TEST.* keys, as tools/test_net.py does) once, and calls them: its predictions are the ones test_net
+scores. A list is run in batches of images of the same size (in input order), so a result never depends on which
+other images shared its batch. Results are plain data (detection/results.py). fast=True: detection/export/fast.py.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Any, List, Mapping, Optional, Sequence, Union
 
@@ -118,12 +118,16 @@ class Predictor:
 
     Build with `detection.load(...)` or `Predictor.from_config(cfg, weights, device, fast)`.
     Attributes: model (nn.Module), cfg, task, class_names (labels 1..K of a detector, 0..K-1 of a classifier),
-    device, fast, weights (the checkpoint path or None).
+    device, fast, weights (the checkpoint path or None), runner (what a call runs: the model, or its
+    test-time-augmentation wrapper under TEST.SCALES / TEST.FLIP / TEST.TEN_CROP).
     """
 
     def __init__(self, model: torch.nn.Module, cfg, task, class_names: Sequence[str], device: torch.device,
                  fast: bool = False, weights: Optional[str] = None):
-        self.model, self.cfg, self.task = model, cfg, task
+        from detection.modeling.tta import build_tta
+
+        self.model, self.cfg, self.task = model.eval(), cfg, task
+        self.runner = build_tta(cfg, self.model)
         self.class_names = list(class_names)
         self.device, self.fast, self.weights = device, fast, weights
 
@@ -154,12 +158,12 @@ class Predictor:
 
     # -- calling --------------------------------------------------------------------------------------------------
     def _context(self):
-        return torch.inference_mode() if self.fast else contextlib.nullcontext()
+        return torch.inference_mode() if self.fast else torch.no_grad()
 
     def predict_tensors(self, images: List[torch.Tensor]) -> List[dict]:
         """The model contract's outputs (CPU tensors) of [3, H, W] float RGB 0..1 images, as one batch."""
         with self._context():
-            outputs = self.task.predict(self.cfg, self.model, [im.to(self.device) for im in images])
+            outputs = self.runner([im.to(self.device) for im in images])
         return [{k: v.detach().cpu() for k, v in out.items()} for out in outputs]
 
     def __call__(self, inputs: Any, batch_size: int = 1):
@@ -183,15 +187,8 @@ class Predictor:
                 chunk = indices[start:start + int(batch_size)]
                 for i, out in zip(chunk, self.predict_tensors([converted[i][1] for i in chunk])):
                     outputs[i] = out
-        results = [make_result(out, converted[i][0], self.class_names, self._draw, self._json)
-                   for i, out in enumerate(outputs)]
+        results = [make_result(out, converted[i][0], self.class_names) for i, out in enumerate(outputs)]
         return results[0] if single else results
-
-    def _draw(self, picture, output, score_thresh):
-        return self.task.draw(self.cfg, picture, output, self.class_names, score_thresh)
-
-    def _json(self, output, score_thresh):
-        return self.task.to_json(output, self.class_names, score_thresh)
 
     # -- describing -----------------------------------------------------------------------------------------------
     def summary(self) -> str:

@@ -5,13 +5,13 @@
     r.top_k(5), r.probs, r.class_name, r.score      # classifier
     r.to_dict(); r.draw() -> uint8 [H, W, 3] RGB; r.show()
 
-Results are built from the model contract's output dicts (`boxes`/`scores`/`labels` or `probs`/`scores`/
-`labels`), so they serve every model family; drawing and the dict form are the family's Task's (the same as
-tools/demo.py's pictures and detections.json).
+Results are plain data: the model contract's output dict (`boxes`/`scores`/`labels` or `probs`/`scores`/`labels`),
+the input picture and the class names. Drawing and the dict form are detection/utils/outputs.py's functions, the
+same that make tools/demo.py's pictures and detections.json.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -20,14 +20,12 @@ __all__ = ["DetectionResult", "ClassificationResult", "make_result"]
 
 
 class _Result:
-    """Shared parts: the input picture, the task's draw / to_json, display in notebooks."""
+    """Shared parts: the output, the input picture and the class names; drawing, the dict form, notebook display."""
 
-    def __init__(self, output: Dict[str, torch.Tensor], picture: np.ndarray, categories: Sequence[str],
-                 draw_fn: Callable, json_fn: Callable):
+    def __init__(self, output: Dict[str, torch.Tensor], picture: np.ndarray, categories: Sequence[str]):
         self.output = {k: v.detach().cpu() for k, v in output.items()}
         self.image = picture  #: the input as uint8 [H, W, 3] RGB (what draw() draws on)
         self.categories = list(categories)  #: the model's class list (detector: labels 1..K are its entries)
-        self._draw_fn, self._json_fn = draw_fn, json_fn
 
     @property
     def height(self) -> int:
@@ -40,11 +38,16 @@ class _Result:
     def draw(self, score_thresh: float = 0.5) -> np.ndarray:
         """A new uint8 [H', W', 3] RGB picture: the detections scoring at least `score_thresh` (detector: same
         size as the input) or a banner of the top classes above the image (classifier)."""
-        return self._draw_fn(self.image, self.output, score_thresh)
+        from detection.utils.outputs import draw_output
+
+        return draw_output(self.image, self.output, self.categories, score_thresh)
 
     def to_dict(self, score_thresh: float = 0.0) -> Dict:
-        """JSON-friendly dict: height, width and the task's record (tools/demo.py's detections.json entries)."""
-        return {"height": self.height, "width": self.width, **self._json_fn(self.output, score_thresh)}
+        """JSON-friendly dict: height, width and the output's record (tools/demo.py's detections.json entries)."""
+        from detection.utils.outputs import output_to_json
+
+        return {"height": self.height, "width": self.width, **output_to_json(self.output, self.categories,
+                                                                             score_thresh)}
 
     def show(self, score_thresh: float = 0.5):
         """Display draw() in a notebook (IPython), else in a matplotlib window."""
@@ -102,7 +105,7 @@ class DetectionResult(_Result):
         """The detections scoring at least `score_thresh`, as a new result."""
         keep = self.output["scores"] >= score_thresh
         out = {k: v[keep] for k, v in self.output.items()}
-        return DetectionResult(out, self.image, self.categories, self._draw_fn, self._json_fn)
+        return DetectionResult(out, self.image, self.categories)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{n} {s:.2f}" for n, s in zip(self.class_names[:5], self.scores[:5].tolist()))
@@ -158,11 +161,11 @@ class ClassificationResult(_Result):
 
 
 def make_result(output: Dict[str, torch.Tensor], picture: np.ndarray, categories: Sequence[str],
-                draw_fn: Callable, json_fn: Callable, what: Optional[str] = None) -> _Result:
+                what: Optional[str] = None) -> _Result:
     """The result class for an output dict of the model contract."""
     if "boxes" in output:
-        return DetectionResult(output, picture, categories, draw_fn, json_fn)
+        return DetectionResult(output, picture, categories)
     if "probs" in output:
-        return ClassificationResult(output, picture, categories, draw_fn, json_fn)
+        return ClassificationResult(output, picture, categories)
     raise TypeError(f"{what or 'the model'} returned keys {sorted(output)}: neither detections (boxes, scores, "
                     f"labels) nor class probabilities (probs, scores, labels)")

@@ -91,7 +91,6 @@ def build_fpn_pair(height: int, width: int):
     from torchvision.ops.misc import FrozenBatchNorm2d
 
     from detection.engine.checkpoint import load_model_weights
-    from detection.modeling.backbone.base import backbone_weights_come_later
 
     side, longest = min(height, width), max(height, width)
     tv = TVFasterRCNN(_resnet_fpn_extractor(torchvision.models.resnet50(norm_layer=FrozenBatchNorm2d), 3), 91,
@@ -99,8 +98,7 @@ def build_fpn_pair(height: int, width: int):
     cfg = load_config(os.path.join(ROOT, "configs", "faster_rcnn_r50_fpn_coco.yaml"),
                       ["TEST.SCALES", f"[{side}]", "TEST.MAX_SIZE", str(longest), "TRAIN.SCALES", f"[{side}]",
                        "TRAIN.MAX_SIZE", str(longest), "TRAIN.USE_FLIPPED", "False"])
-    with backbone_weights_come_later():
-        ours = build_model(cfg, num_classes=91)
+    ours = build_model(cfg, num_classes=91, load_backbone_weights=False)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "tv.pth")
         torch.save(tv.state_dict(), path)

@@ -39,7 +39,7 @@ def write_run_folder(folder: str, cfg, model: torch.nn.Module, class_names: Sequ
     """A tools/train_net.py-like output folder: config.yaml, model_final.pth (with config and class names) and
     last_checkpoint."""
     from detection.config import dump_config
-    from detection.engine.checkpoint import atomic_write_text
+    from detection.utils.atomic_io import atomic_write_text
 
     os.makedirs(folder, exist_ok=True)
     cfg.OUTPUT_DIR = folder

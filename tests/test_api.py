@@ -193,3 +193,21 @@ def test_classifier_results_top_k_probabilities_and_names(tmp_path):
     assert drawn.dtype == np.uint8 and drawn.shape[1] == 256 and drawn.shape[0] > 70 * 256 // 90  # banner on top
     both = model([img, img[:, :45]], batch_size=2)
     np.testing.assert_allclose(both[0].probs, r.probs, atol=1e-6)
+
+
+def test_the_tta_wrapper_is_built_once_and_results_are_plain_data(run_dir, picture, monkeypatch):
+    """TEST.FLIP: the Predictor builds its test-time-augmentation wrapper at load and calls it; its results hold
+    only data (output tensors, picture, class names), drawn and serialised by detection/utils/outputs.py."""
+    import detection.modeling.tta as tta
+    from detection.utils.outputs import draw_output, output_to_json
+
+    built = []
+    original = tta.build_tta
+    monkeypatch.setattr(tta, "build_tta", lambda cfg, model: built.append(1) or original(cfg, model))
+    p = detection.load(run_dir, overrides=("TEST.FLIP", "True"))
+    assert isinstance(p.runner, tta.DetectorWithTTA) and len(built) == 1
+    r = [p(picture) for _ in range(3)][-1]
+    assert len(built) == 1  # not rebuilt per call
+    assert set(vars(r)) == {"output", "image", "categories"}
+    assert r.to_dict() == {"height": 90, "width": 140, **output_to_json(r.output, QUICKSTART_CLASSES)}
+    assert np.array_equal(r.draw(0.3), draw_output(picture, r.output, QUICKSTART_CLASSES, 0.3))

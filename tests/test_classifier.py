@@ -314,7 +314,8 @@ def test_ten_crop_and_predict(tmp_path):
     assert not torch.equal(crops[0], crops[3])
     cfg = _cfg(tmp_path, tmp_path, "MODEL.NUM_CLASSES", 2, "TEST.TEN_CROP", True)
     model = ClassificationTask().build_model(cfg)
-    outs = ClassificationTask().predict(cfg, model, [img, torch.rand(3, 50, 50)])
+    with torch.no_grad():
+        outs = ClassificationTask().inference_module(cfg, model.eval())([img, torch.rand(3, 50, 50)])
     assert len(outs) == 2 and outs[0]["probs"].shape == (2,)
     assert float(outs[0]["probs"].sum()) == pytest.approx(1.0, abs=1e-5)
     assert int(outs[0]["labels"][0]) == int(outs[0]["probs"].argmax())

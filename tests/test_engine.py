@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from detection.engine.checkpoint import Checkpointer, atomic_torch_save, load_checkpoint_file, load_model_weights
+from detection.engine.checkpoint import Checkpointer, load_checkpoint_file, load_model_weights
 from detection.engine.optim import WarmupDecay, build_lr_scheduler, build_optimizer
 from detection.engine.trainer import NonFiniteLossError, Trainer
+from detection.utils.atomic_io import atomic_torch_save
 
 
 class ToyModel(nn.Module):

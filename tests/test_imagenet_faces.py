@@ -37,7 +37,8 @@ def imagenet():
 def _top5(imagenet, image_rgb):
     cfg, task, model, names = imagenet
     tensor = torch.from_numpy(np.ascontiguousarray(image_rgb)).permute(2, 0, 1).float().div(255.0)
-    out = task.predict(cfg, model, [tensor])[0]
+    with torch.no_grad():
+        out = task.inference_module(cfg, model.eval())([tensor])[0]
     return [t["class"] for t in task.to_json(out, names, 0.0)["top"]], out
 
 

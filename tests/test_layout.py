@@ -114,3 +114,15 @@ def test_resolved_classes_are_passed_on_not_written_into_the_config(tmp_path):
     reloaded = DetectionTask()
     assert reloaded.resolve_class_names(again) == ["car", "person", "zebra"]
     assert reloaded.build_model(again).roi_heads.num_classes == 4
+
+
+def test_importing_the_ops_loads_no_model_engine_or_api_code():
+    code = ("import sys, json, detection.ops, torch; torch.ops.detection.nms; "
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('detection'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": ROOT})
+    assert out.returncode == 0, out.stderr
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "detection.ops" in loaded
+    assert not [m for m in loaded if m.split(".")[1:2] in (["modeling"], ["engine"], ["api"], ["data"],
+                                                            ["evaluation"], ["export"])], loaded

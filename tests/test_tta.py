@@ -29,9 +29,10 @@ def _sorted(det):
 def test_repeated_scale_merges_to_the_single_view_result():
     task, model, cfg = _model_and_cfg()
     images = [torch.rand(3, 90, 120, generator=torch.Generator().manual_seed(1))]
-    single = task.predict(cfg, model, images)[0]
-    cfg.TEST.SCALES = [96, 96]  # identical views: every candidate has an exact duplicate that NMS removes
-    merged = task.predict(cfg, model, images)[0]
+    with torch.no_grad():
+        single = task.inference_module(cfg, model.eval())(images)[0]
+        cfg.TEST.SCALES = [96, 96]  # identical views: every candidate has an exact duplicate that NMS removes
+        merged = task.inference_module(cfg, model)(images)[0]
     assert len(single["scores"]) > 0
     a, b = _sorted(single), _sorted(merged)
     assert torch.equal(a["labels"], b["labels"])
@@ -45,8 +46,9 @@ def test_flip_tta_is_mirror_symmetric():
     task, model, cfg = _model_and_cfg()
     cfg.TEST.FLIP = True
     img = torch.rand(3, 80, 112, generator=torch.Generator().manual_seed(2))
-    det = _sorted(task.predict(cfg, model, [img])[0])
-    mirrored = _sorted(task.predict(cfg, model, [img.flip(-1)])[0])
+    runner = task.inference_module(cfg, model.eval())
+    with torch.no_grad():
+        det, mirrored = _sorted(runner([img])[0]), _sorted(runner([img.flip(-1)])[0])
     assert len(det["scores"]) > 0
     torch.testing.assert_close(det["scores"], mirrored["scores"], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(det["boxes"], flip_boxes(mirrored["boxes"], 112), rtol=1e-4, atol=1e-3)

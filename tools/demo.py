@@ -76,7 +76,7 @@ def demo(args) -> int:
 
     from detection.api import Predictor
     from detection.data.image_io import ImageReadError
-    from detection.engine.checkpoint import write_json
+    from detection.utils.atomic_io import write_json
     from detection.engine.launch import ToolError, find_inference_weights, load_config_from_args, setup_run
     from detection.engine.tasks import get_task
     from detection.evaluation.evaluator import json_safe

@@ -55,7 +55,7 @@ def test(args) -> int:
 
     import torch
 
-    from detection.engine.checkpoint import write_json
+    from detection.utils.atomic_io import write_json
     from detection.engine.distributed import is_main_process
     from detection.engine.inference import inference_on_dataset
     from detection.engine.launch import (check_class_names, find_inference_weights, load_config_from_args,

@@ -54,8 +54,7 @@ def train(args) -> int:
     import torch
 
     from detection.config import dump_config
-    from detection.engine.checkpoint import (Checkpointer, atomic_write_text, load_last_training_checkpoint,
-                                             load_model_weights, remove_stale_temporaries, write_json)
+    from detection.engine.checkpoint import Checkpointer, load_last_training_checkpoint, load_model_weights
     from detection.engine.distributed import (get_world_size, is_distributed, is_main_process, launched_by_torchrun,
                                               synchronize, weights_match_rank0)
     from detection.engine.inference import inference_on_dataset
@@ -66,6 +65,7 @@ def train(args) -> int:
     from detection.engine.tasks import get_task
     from detection.engine.trainer import NonFiniteLossError, Trainer
     from detection.evaluation.evaluator import json_safe
+    from detection.utils.atomic_io import atomic_write_text, remove_stale_temporaries, write_json
 
     cfg = load_config_from_args(args)
     if args.resume and args.weights:

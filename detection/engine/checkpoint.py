@@ -1,4 +1,5 @@
-"""Checkpoints: atomic writes, a `last_checkpoint` pointer, exact resume, safe loading.
+"""Checkpoints: saving (atomically, detection/utils/atomic_io.py), a `last_checkpoint` pointer, exact resume, safe
+loading of checkpoints and weight files.
 
 A checkpoint is a dict of plain containers and tensors only (so `torch.load(..., weights_only=True)` reads it):
 `model`, `optimizer`, `scheduler` state dicts, `iteration` (number of finished iterations), `rng` (torch, CUDA,
@@ -6,138 +7,24 @@ numpy and Python random states as tensors / lists, of rank 0), `rng_per_rank` (m
 `rng`, by rank; each rank restores its own), `config` (the resolved config as a YAML string), `extra` (plain
 values: class names, the best evaluation so far, ...; `Checkpointer.extra` is saved and restored).
 """
-import errno
-import json
 import logging
 import os
-import random
-import re
-import tempfile
 from typing import Any, Dict, List, Optional
 
-import numpy as np
 import torch
 
-from detection.engine.distributed import get_rank, get_world_size
+from detection.engine.distributed import get_rank, get_world_size, unwrap_model
+from detection.utils.atomic_io import atomic_torch_save, atomic_write_text
+from detection.utils.seed import get_rng_states, set_rng_states
 
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = "last_checkpoint"
-_TEMPORARY = re.compile(r".+\.[A-Za-z0-9_]{8}\.tmp")  # <name>.<mkstemp's 8 characters>.tmp
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used (unreadable, truncated, refused by weights_only, not a checkpoint, or of
     another model than the config builds); the message names the file. The tools exit with code 2."""
-
-
-class OutputWriteError(OSError):
-    """Writing an output failed: "disk full while writing FILE" or "cannot write FILE: reason". Exit code 2."""
-
-
-def _os_error_in(exc: Optional[BaseException]) -> Optional[OSError]:
-    """The first OSError with an errno in `exc`'s chain (torch buries the write's ENOSPC under a RuntimeError)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno is not None:
-            return exc
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
-def describe_write_error(exc: BaseException, path: str) -> Optional[str]:
-    """One line for a failed write of `path` ("disk full while writing PATH", "cannot write PATH: reason"), or
-    None when `exc` is not an I/O failure (e.g. an object that cannot be pickled)."""
-    err = _os_error_in(exc)
-    if err is None:
-        return None
-    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        return f"disk full while writing {path}"
-    return f"cannot write {path}: {err.strerror or err}"
-
-
-def _atomic_write(path: str, write, mode: str) -> None:
-    """`write(file)` into a temporary file beside `path`, fsync, rename over `path`; OutputWriteError on an I/O
-    failure (the temporary file is removed, `path` keeps its old content)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = None
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        message = describe_write_error(exc, path if tmp is not None else folder)
-        if message is None or not isinstance(exc, Exception):
-            raise
-        raise OutputWriteError(message) from exc
-
-
-def atomic_torch_save(obj: Any, path: str) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
-    _atomic_write(path, lambda f: torch.save(obj, f), "wb")
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write a small text file atomically (temporary file + rename)."""
-    _atomic_write(path, lambda f: f.write(text), "w")
-
-
-def remove_stale_temporaries(folder: str) -> List[str]:
-    """Delete the `<name>.XXXXXXXX.tmp` files that interrupted atomic writes left in `folder`; returns their
-    paths. Call it before a run writes there (two runs never share an OUTPUT_DIR)."""
-    removed = []
-    try:
-        names = sorted(os.listdir(folder))
-    except OSError:
-        return removed
-    for name in names:
-        path = os.path.join(folder, name)
-        if _TEMPORARY.fullmatch(name) and os.path.isfile(path):
-            try:
-                os.unlink(path)
-                removed.append(path)
-            except OSError as exc:
-                logger.warning("cannot remove the stale temporary file %s: %s", path, exc)
-    if removed:
-        logger.info("removed %d temporary file(s) of interrupted writes: %s", len(removed),
-                    ", ".join(os.path.basename(p) for p in removed))
-    return removed
-
-
-def get_rng_states() -> Dict[str, Any]:
-    """Every RNG the training loop touches, as weights_only-loadable values."""
-    np_state = np.random.get_state()
-    states = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
-                  float(np_state[4])],
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-    }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: Dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    kind, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside DistributedDataParallel / DataParallel wrappers."""
-    return model.module if hasattr(model, "module") else model
 
 
 class Checkpointer:
@@ -383,7 +270,3 @@ def load_model_weights(model: torch.nn.Module, path: str, strict: bool = True,
     if strict and (missing or result.unexpected_keys):
         raise KeyError(f"{path}: missing keys {missing[:10]}, unexpected keys {result.unexpected_keys[:10]}")
     return state if isinstance(state, dict) else {"model": state}
-
-
-def write_json(path: str, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

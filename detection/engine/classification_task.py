@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
-import numpy as np
 import torch
 from torch import nn
 
-from detection.engine.checkpoint import unwrap_model
+from detection.engine.distributed import unwrap_model
 from detection.engine.tasks import TASKS, Task
 from detection.utils.dist import rank_and_world_size
 
@@ -152,54 +151,3 @@ class ClassificationTask(Task):
 
         return ClassificationEvaluator(self.class_names(cfg, dataset), output_dir,
                                        analysis_images=int(cfg.CLS.ANALYSIS_IMAGES))
-
-    # -- inference ------------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def predict(self, cfg, model: nn.Module, images: List[torch.Tensor]) -> List[Dict[str, torch.Tensor]]:
-        """Eval-mode outputs; with TEST.TEN_CROP, the probabilities of ten crops of each image are averaged."""
-        model.eval()
-        if not cfg.TEST.TEN_CROP:
-            return model(images)
-        from detection.data.classification import ten_crop
-
-        m = unwrap_model(model)
-        crops = torch.cat([ten_crop(img, m.image_size, m.resize_mode) for img in images])  # [10B, 3, S, S]
-        outs = model(list(crops.unbind(0)))
-        probs = torch.stack([o["probs"] for o in outs]).view(len(images), 10, -1).mean(dim=1)
-        return m.outputs_from_probs(probs)
-
-    @staticmethod
-    def _top(output: Dict[str, torch.Tensor], k: int) -> List[Tuple[int, float]]:
-        labels = output["labels"][:k].tolist()
-        scores = output["scores"][:k].tolist()
-        return list(zip((int(v) for v in labels), (float(v) for v in scores)))
-
-    @staticmethod
-    def _k(output) -> int:
-        n = int(output["labels"].numel())
-        return 1 if n <= 2 else min(5, n)
-
-    @staticmethod
-    def _name(class_names: Sequence[str], label: int) -> str:
-        return class_names[label] if 0 <= label < len(class_names) else str(label)
-
-    def draw(self, cfg, image_rgb: np.ndarray, output: Dict[str, torch.Tensor], class_names: Sequence[str],
-             score_thresh: float) -> np.ndarray:
-        """The image under a banner of the top label(s) and probabilities (top-1 for two classes, else top-5);
-        lines below ``score_thresh`` are grey."""
-        from detection.utils.visualize import draw_classification
-
-        top = self._top(output, self._k(output))
-        lines = [f"{self._name(class_names, lab)} {p:.3f}" for lab, p in top]
-        colors = [(255, 255, 255) if (j == 0 or p >= score_thresh) else (150, 150, 150)
-                  for j, (_, p) in enumerate(top)]
-        return draw_classification(image_rgb, lines, line_colors=colors)
-
-    def to_json(self, output: Dict[str, torch.Tensor], class_names: Sequence[str], score_thresh: float) -> Dict:
-        """{class, label_id, probability, top: [{class, label_id, probability}]}: the prediction and the top-5
-        (every class when there are fewer), highest first; score_thresh is not applied (the top-1 always shows)."""
-        top = self._top(output, min(5, int(output["labels"].numel())))
-        lab, p = top[0]
-        return {"class": self._name(class_names, lab), "label_id": lab, "probability": round(p, 6),
-                "top": [{"class": self._name(class_names, c), "label_id": c, "probability": round(q, 6)}
-                        for c, q in top]}

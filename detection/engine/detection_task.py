@@ -1,13 +1,13 @@
 """The Faster R-CNN task: VOC/COCO loaders, the dataset's evaluator, test-time augmentation, drawing.
 
 Test-time augmentation (TEST.SCALES with several sizes, TEST.FLIP) is the wrapper module of
-detection/modeling/tta.py, built from the config for each prediction.
+detection/modeling/tta.py (Task.inference_module); drawing and JSON records are detection/utils/outputs.py's.
 """
 from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, List
+from typing import List
 
 import torch
 
@@ -56,7 +56,7 @@ class DetectionTask(Task):
                               "data, leave it [] to take the categories of the training JSON) or MODEL.NUM_CLASSES")
         return len(names) + 1
 
-    def build_model(self, cfg):
+    def build_model(self, cfg, load_backbone_weights: bool = True):
         """Faster R-CNN sized by the resolved class names; placeholder names ('N/A' in torchvision's COCO list) are
         passed on as labels never reported."""
         from detection.data.categories import is_placeholder, reported_mask
@@ -67,15 +67,8 @@ class DetectionTask(Task):
         reported = None
         if len(names) + 1 == num_classes and any(is_placeholder(n) for n in names):
             reported = reported_mask(names)
-        return build_model(cfg, num_classes=num_classes, reported_classes=reported)
-
-    def build_model_for_weights(self, cfg):
-        """The model that a full checkpoint or torchvision detector file is about to fill: its backbone is built
-        without MODEL.BACKBONE.WEIGHTS, so no ImageNet file is needed."""
-        from detection.modeling.backbone.base import backbone_weights_come_later
-
-        with backbone_weights_come_later():
-            return self.build_model(cfg)
+        return build_model(cfg, num_classes=num_classes, reported_classes=reported,
+                           load_backbone_weights=load_backbone_weights)
 
     def build_train_data(self, cfg, model, start_iter=0):
         from detection.data.build import build_detection_dataset, build_detection_train_loader
@@ -107,19 +100,10 @@ class DetectionTask(Task):
                                         output_dir=output_dir)
         raise ValueError(f"no evaluator for DATA.FORMAT {cfg.DATA.FORMAT!r}")
 
-    @torch.no_grad()
-    def predict(self, cfg, model, images: List[torch.Tensor]) -> List[Dict[str, torch.Tensor]]:
-        """The detector, or its test-time augmentation wrapper (detection/modeling/tta.py) under TEST.SCALES /
-        TEST.FLIP."""
-        from detection.engine.checkpoint import unwrap_model
-        from detection.modeling.tta import build_tta
-
-        return build_tta(cfg, unwrap_model(model))(images)
-
     def summary(self, cfg, model):
         """The layer table (detection.utils.summary) of one eval-mode pass on a TEST.SCALES[0]-sized image: each
         layer's output shape (RoI-head rows are per RoI), parameters and whether it trains, with totals."""
-        from detection.engine.checkpoint import unwrap_model
+        from detection.engine.distributed import unwrap_model
         from detection.utils.summary import summarize_model
 
         net = unwrap_model(model)
@@ -128,23 +112,6 @@ class DetectionTask(Task):
         title = (f"faster_rcnn: {cfg.MODEL.BACKBONE.NAME} trunk, {cfg.MODEL.ROI_HEADS.BOX_HEAD} box head, "
                  f"{net.roi_heads.num_classes} classes (incl. background), input [3, {side}, {side}]")
         return summarize_model(net, ([torch.rand(3, side, side, device=device)],), title=title)
-
-    def draw(self, cfg, image_rgb, output, class_names, score_thresh):
-        from detection.utils.visualize import draw_detections
-
-        keep = output["scores"] >= score_thresh
-        return draw_detections(image_rgb, output["boxes"][keep], output["labels"][keep], output["scores"][keep],
-                               class_names=class_names)
-
-    def to_json(self, output, class_names, score_thresh):
-        keep = (output["scores"] >= score_thresh).cpu()
-        boxes = output["boxes"].detach().cpu()[keep].tolist()
-        labels = output["labels"].detach().cpu()[keep].tolist()
-        scores = output["scores"].detach().cpu()[keep].tolist()
-        dets = [{"box_xyxy": [round(v, 2) for v in b], "label": int(lab),
-                 "class": class_names[lab - 1] if 0 < lab <= len(class_names) else str(lab), "score": round(s, 5)}
-                for b, lab, s in zip(boxes, labels, scores)]
-        return {"detections": dets}
 
 
 class COCOEvaluatorWithMAP(COCOEvaluator):

@@ -92,3 +92,8 @@ def weights_match_rank0(model: torch.nn.Module) -> bool:
     same = torch.tensor([1.0 if torch.equal(flat, reference) else 0.0], device=flat.device)
     dist.all_reduce(same, op=dist.ReduceOp.MIN)
     return bool(same.item() == 1.0)
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside DistributedDataParallel / DataParallel wrappers."""
+    return model.module if hasattr(model, "module") else model

@@ -29,12 +29,13 @@ def predict_dataset(task, cfg, model, loader, device, progress: bool = True, des
     results: List[Tuple[int, Dict]] = []
     was_training = model.training
     model.eval()
+    runner = task.inference_module(cfg, model)  # the model or its test-time augmentation wrapper, built once
     try:
         with torch.no_grad():
             for images, targets in tqdm(loader, desc=desc, disable=not (progress and is_main_process()),
                                         dynamic_ncols=True, unit="batch"):
                 images = [img.to(device, non_blocking=True) for img in images]
-                outputs = task.predict(cfg, model, images)
+                outputs = runner(images)
                 results.extend((int(t["index"]), _to_cpu(o)) for t, o in zip(targets, outputs))
     finally:
         model.train(was_training)

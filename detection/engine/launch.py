@@ -189,7 +189,8 @@ def user_errors() -> tuple:
     from detection.config import ConfigError
     from detection.data.image_io import ImageReadError
     from detection.data.records import DatasetError
-    from detection.engine.checkpoint import CheckpointError, OutputWriteError
+    from detection.engine.checkpoint import CheckpointError
+    from detection.utils.atomic_io import OutputWriteError
     from detection.evaluation.evaluator import EvaluationInputError
     from detection.modeling.backbone.weights import WeightsError
 

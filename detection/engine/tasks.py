@@ -10,7 +10,7 @@
     batches = task.build_train_data(cfg, model, start_iter)  # endless (images, targets), this process's share
     loader, dataset = task.build_test_data(cfg)  # finite, in order; targets carry `index` into dataset.records
     evaluator = task.build_evaluator(cfg, dataset, output_dir)
-    outputs = task.predict(cfg, model, images)   # eval mode, no grad; test-time augmentation lives here
+    runner = task.inference_module(cfg, model)   # the model or its test-time augmentation wrapper; build once
     picture = task.draw(cfg, image_rgb, output, class_names, score_thresh)
     record = task.to_json(output, class_names, score_thresh)
     text = task.summary(cfg, model)              # printed and saved as model_summary.txt by train_net
@@ -68,15 +68,17 @@ class Task:
             return {}
         return {"CLASSES": self.resolve_class_names(cfg)}
 
-    def build_model(self, cfg) -> nn.Module:
+    def build_model(self, cfg, load_backbone_weights: bool = True) -> nn.Module:
+        """The model, sized by the resolved class names; load_backbone_weights=False builds the backbone without
+        MODEL.BACKBONE.WEIGHTS."""
         from detection.modeling.build import build_model
 
-        return build_model(cfg, num_classes=self.num_classes(cfg))
+        return build_model(cfg, num_classes=self.num_classes(cfg), load_backbone_weights=load_backbone_weights)
 
     def build_model_for_weights(self, cfg) -> nn.Module:
-        """The model that `load_model_weights` is about to fill from a full checkpoint (default: build_model; a
-        family may skip loading its pretrained backbone file here)."""
-        return self.build_model(cfg)
+        """The model that `load_model_weights` is about to fill from a full checkpoint or detector file: its
+        backbone is built without MODEL.BACKBONE.WEIGHTS, so no ImageNet file is needed."""
+        return self.build_model(cfg, load_backbone_weights=False)
 
     def build_train_data(self, cfg, model: nn.Module, start_iter: int = 0) -> Iterator[Tuple[List[Any], List[Dict]]]:
         """An endless iterator of training batches ``(images, targets)`` for this process (rank-sharded),
@@ -106,19 +108,27 @@ class Task:
             return list(dataset.class_names)
         return self.resolve_class_names(cfg)
 
-    @torch.no_grad()
-    def predict(self, cfg, model: nn.Module, images: List[torch.Tensor]) -> List[Dict[str, torch.Tensor]]:
-        """Eval-mode outputs for a list of [3, H, W] float RGB 0..1 images (the model contract's dicts)."""
-        return model(images)
+    def inference_module(self, cfg, model: nn.Module) -> nn.Module:
+        """What prediction calls, built once by its caller: the (unwrapped) model, or its test-time-augmentation
+        wrapper under TEST.SCALES / TEST.FLIP / TEST.TEN_CROP (detection/modeling/tta.py). Eval mode and no_grad
+        are the caller's."""
+        from detection.engine.distributed import unwrap_model
+        from detection.modeling.tta import build_tta
+
+        return build_tta(cfg, unwrap_model(model))
 
     def draw(self, cfg, image_rgb: np.ndarray, output: Dict[str, torch.Tensor], class_names: Sequence[str],
              score_thresh: float) -> np.ndarray:
-        """uint8 [H, W, 3] RGB picture of one output drawn on its image."""
-        raise NotImplementedError
+        """uint8 [H, W, 3] RGB picture of one output drawn on its image (detection/utils/outputs.py)."""
+        from detection.utils.outputs import draw_output
+
+        return draw_output(image_rgb, output, class_names, score_thresh)
 
     def to_json(self, output: Dict[str, torch.Tensor], class_names: Sequence[str], score_thresh: float) -> Dict:
         """A JSON-friendly dict of one image's output (detections above `score_thresh`, or top labels)."""
-        raise NotImplementedError
+        from detection.utils.outputs import output_to_json
+
+        return output_to_json(output, class_names, score_thresh)
 
     def summary(self, cfg, model: nn.Module) -> str:
         """Text describing the model printed at the start of training (default: parameter counts)."""

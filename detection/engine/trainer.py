@@ -12,8 +12,10 @@ from typing import Callable, Dict, Iterator, List, Optional
 import torch
 from tqdm import tqdm
 
-from detection.engine.checkpoint import Checkpointer, atomic_write_text, get_rng_states
+from detection.engine.checkpoint import Checkpointer
 from detection.engine.distributed import all_gather_object, any_process, get_world_size, is_main_process, reduce_mean
+from detection.utils.atomic_io import atomic_write_text
+from detection.utils.seed import get_rng_states
 
 logger = logging.getLogger(__name__)
 

@@ -5,9 +5,10 @@
     save_program(export_program(model, example), "model.pt2")    # torch_export.py
     model = optimize_for_inference(model)                        # fast.py: BatchNorm folded, channels_last
 
-What is exported is traceable.py's single-image module (resize, normalisation, RPN, NMS and post-processing
-inside); symbolics.py maps the toolkit's ops to standard ONNX operators; compare.py checks an export against
-the PyTorch model. tools/export_model.py is the command line.
+What is exported is the eager model itself on one image (traceable.py: `model([image])[0]` as a tuple; the modules
+keep their sizes symbolic under a tracer, detection/ops/shapes.py), so resize, normalisation, RPN, NMS and
+post-processing are inside; symbolics.py maps the toolkit's ops to standard ONNX operators; compare.py checks an
+export against the PyTorch model. tools/export_model.py is the command line.
 """
 from detection.export.compare import compare_detections, compare_probabilities
 from detection.export.fast import optimize_for_inference

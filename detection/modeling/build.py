@@ -19,8 +19,12 @@ __all__ = ["META_ARCHITECTURES", "build_model"]
 META_ARCHITECTURES = Registry("meta-architecture")
 
 
-def build_model(cfg, num_classes: Optional[int] = None, **family_args) -> nn.Module:
+def build_model(cfg, num_classes: Optional[int] = None, *, load_backbone_weights: bool = True,
+                **family_args) -> nn.Module:
     """The model of cfg.MODEL.META_ARCHITECTURE. num_classes: outputs of the classifier layer (faster_rcnn:
-    including background); None = from the config (MODEL.NUM_CLASSES, else DATA.CLASSES). family_args: further
-    resolved values a family's builder takes (faster_rcnn: reported_classes)."""
-    return META_ARCHITECTURES.get(cfg.MODEL.META_ARCHITECTURE)(cfg, num_classes=num_classes, **family_args)
+    including background); None = from the config (MODEL.NUM_CLASSES, else DATA.CLASSES).
+    load_backbone_weights=False: the backbone without MODEL.BACKBONE.WEIGHTS (no file is looked for), for a model
+    that a full checkpoint or detector file is about to fill. family_args: further resolved values a family's
+    builder takes (faster_rcnn: reported_classes)."""
+    return META_ARCHITECTURES.get(cfg.MODEL.META_ARCHITECTURE)(
+        cfg, num_classes=num_classes, load_backbone_weights=load_backbone_weights, **family_args)

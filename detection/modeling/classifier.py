@@ -205,10 +205,11 @@ def frozen_units_from_config(cfg, n_units: int) -> int:
 
 
 @META_ARCHITECTURES.register("classifier")
-def build_classifier(cfg, num_classes: Optional[int] = None) -> ImageClassifier:
+def build_classifier(cfg, num_classes: Optional[int] = None, load_backbone_weights: bool = True) -> ImageClassifier:
     """ImageClassifier from MODEL.BACKBONE.*, MODEL.FREEZE_AT / MODEL.CLS_HEAD.*, PIXEL_MEANS/STDS and
     CLS.IMAGE_SIZE / CLS.RESIZE. num_classes: K, resolved by the caller (the classification task finds it in the
-    data); None = MODEL.NUM_CLASSES, else len(DATA.CLASSES) (1000 with MODEL.CLS_HEAD.PRETRAINED_LAYER)."""
+    data); None = MODEL.NUM_CLASSES, else len(DATA.CLASSES) (1000 with MODEL.CLS_HEAD.PRETRAINED_LAYER).
+    load_backbone_weights: False skips MODEL.BACKBONE.WEIGHTS (a checkpoint fills the model)."""
     m = cfg.MODEL
     pretrained_layer = bool(m.CLS_HEAD.PRETRAINED_LAYER)
     if num_classes is None:
@@ -216,7 +217,8 @@ def build_classifier(cfg, num_classes: Optional[int] = None) -> ImageClassifier:
     if num_classes <= 0:
         raise ValueError("cannot tell the number of classes: MODEL.NUM_CLASSES is 0 and DATA.CLASSES is []; set "
                          "one of them (tools find the class folders of DATA.ROOT themselves)")
-    backbone = build_backbone(m.BACKBONE.NAME, weights=m.BACKBONE.WEIGHTS or None, freeze_at=0,
+    weights = (m.BACKBONE.WEIGHTS or None) if load_backbone_weights else None
+    backbone = build_backbone(m.BACKBONE.NAME, weights=weights, freeze_at=0,
                               frozen_bn=m.BACKBONE.FROZEN_BN, keep_classifier_layer=pretrained_layer)
     n_units = len(backbone_units(backbone))
     frozen = n_units if pretrained_layer else frozen_units_from_config(cfg, n_units)

@@ -56,18 +56,19 @@ class FasterRCNN(nn.Module):
 
 
 @META_ARCHITECTURES.register("faster_rcnn")
-def build_faster_rcnn(cfg, num_classes: Optional[int] = None,
-                      reported_classes: Optional[Sequence[bool]] = None) -> FasterRCNN:
+def build_faster_rcnn(cfg, num_classes: Optional[int] = None, reported_classes: Optional[Sequence[bool]] = None,
+                      load_backbone_weights: bool = True) -> FasterRCNN:
     """FasterRCNN from the config (MODEL.*, TRAIN.*, TEST.*, anchors, pooling, pixel statistics).
 
     num_classes: K + 1 (background included), resolved by the caller (the detection task reads COCO categories
     when DATA.CLASSES is []); None = MODEL.NUM_CLASSES, else len(DATA.CLASSES) + 1.
     reported_classes: K + 1 bools, False for labels whose detections are never reported (placeholders such as
-    torchvision's COCO 'N/A' ids, resolved by the caller); None = all."""
+    torchvision's COCO 'N/A' ids, resolved by the caller); None = all. load_backbone_weights: False skips
+    MODEL.BACKBONE.WEIGHTS (a checkpoint fills the model)."""
     from detection.config import ConfigError, resolve_num_classes
     from detection.modeling.backbone import build_backbone_from_config
 
-    bb = build_backbone_from_config(cfg)
+    bb = build_backbone_from_config(cfg, load_weights=load_backbone_weights)
     m, tr, te = cfg.MODEL, cfg.TRAIN, cfg.TEST
     if m.NECK == "fpn":
         trunk, anchors, pooler, channels, pooler_size, stride = _fpn_parts(cfg, bb)

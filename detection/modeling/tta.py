@@ -1,7 +1,8 @@
-"""Test-time augmentation as a wrapper module (detectron2's GeneralizedRCNNWithTTA idea).
+"""Test-time augmentation as a wrapper module (detectron2's GeneralizedRCNNWithTTA idea), for both families.
 
-    tta = build_tta(cfg, model)          # DetectorWithTTA when TEST.SCALES has several sizes or TEST.FLIP, else model
-    detections = tta(images)             # list of [3, H, W] float RGB 0..1 -> [dict(boxes, labels, scores)]
+    tta = build_tta(cfg, model)          # detector: DetectorWithTTA when TEST.SCALES has several sizes or
+                                         # TEST.FLIP; classifier: ClassifierWithTenCrop under TEST.TEN_CROP; else model
+    outputs = tta(images)                # list of [3, H, W] float RGB 0..1 -> the model contract's dicts
 
 Every view (each shortest-side scale in `scales`, each with and without a horizontal flip) runs the detector with
 its final NMS off, so it returns every score-thresholded candidate; the candidates are mapped back to the
@@ -18,7 +19,7 @@ from torch import nn
 
 from detection.ops import batched_nms
 
-__all__ = ["DetectorWithTTA", "build_tta", "flip_boxes", "merge_detections"]
+__all__ = ["DetectorWithTTA", "ClassifierWithTenCrop", "build_tta", "flip_boxes", "merge_detections"]
 
 
 def flip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
@@ -74,9 +75,31 @@ class DetectorWithTTA(nn.Module):
         return f"scales={self.scales}, flip={self.flip}, nms_thresh={self.nms_thresh}"
 
 
+class ClassifierWithTenCrop(nn.Module):
+    """Eval-only wrapper: a classifier's probabilities averaged over ten crops of each image (the four corners and
+    the centre of the image resized to S / 0.875, and their mirror images; detection/ops/resize.py ten_crop)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    @torch.no_grad()
+    def forward(self, images: List[torch.Tensor]) -> List[Dict[str, torch.Tensor]]:
+        from detection.ops.resize import ten_crop
+
+        m = self.model
+        crops = torch.cat([ten_crop(img, m.image_size, m.resize_mode) for img in images])  # [10B, 3, S, S]
+        outs = m(list(crops.unbind(0)))
+        probs = torch.stack([o["probs"] for o in outs]).view(len(images), 10, -1).mean(dim=1)
+        return m.outputs_from_probs(probs)
+
+
 def build_tta(cfg, model: nn.Module) -> nn.Module:
-    """The detector for inference under TEST.SCALES / TEST.FLIP: `model` itself run at TEST.SCALES[0] for one
-    unflipped view (its own test resize), else a DetectorWithTTA around it."""
+    """The model for inference, built once by its caller. A classifier: ClassifierWithTenCrop under TEST.TEN_CROP,
+    else itself. A detector under TEST.SCALES / TEST.FLIP: itself run at TEST.SCALES[0] for one unflipped view (its
+    own test resize), else a DetectorWithTTA around it."""
+    if cfg.MODEL.META_ARCHITECTURE == "classifier":
+        return ClassifierWithTenCrop(model) if cfg.TEST.TEN_CROP else model
     scales = [int(s) for s in cfg.TEST.SCALES]
     if len(scales) == 1 and not cfg.TEST.FLIP:
         if scales[0] == getattr(getattr(model, "preprocess", None), "test_min_size", None):

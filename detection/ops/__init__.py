@@ -1,6 +1,7 @@
 """Python face of the compiled ops (a drop-in for the matching torchvision.ops functions, tested against
-torchvision's own op tests: docs/architecture.md), Soft-NMS, box utilities and the one image resize (resize.py)
-that the models and the classification loader share.
+torchvision's own op tests: docs/architecture.md), Soft-NMS, box utilities, the one image resize (resize.py)
+that the models and the classification loader share, and the size helpers that keep sizes symbolic under a tracer
+(shapes.py). `import detection.ops` loads the compiled ops and no model, data or engine code.
 
 Owns stateless tensor operations. Must not import ``detection.modeling``, ``detection.data``,
 ``detection.evaluation`` or ``detection.engine``.

@@ -1,5 +1,6 @@
-"""Utilities: logging (``setup_logger``), seeding (``seed_everything`` ...), drawing (``draw_detections`` ...),
-model summaries, atomic directories.
+"""Utilities: logging (``setup_logger``), seeding and RNG states (``seed_everything``, ``get_rng_states`` ...),
+drawing (``draw_detections`` ...), one model output as a picture or a JSON record (outputs.py), model summaries,
+files and folders written atomically (atomic_io.py, atomic_dir.py).
 
 The bottom layer with ``detection.config`` and ``detection.registry``: must not import any other detection package.
 
@@ -17,6 +18,14 @@ _EXPORTS = {
     "worker_init_fn": "seed",
     "seed_worker": "seed",
     "make_generator": "seed",
+    "get_rng_states": "seed",
+    "set_rng_states": "seed",
+    "atomic_torch_save": "atomic_io",
+    "atomic_write_text": "atomic_io",
+    "write_json": "atomic_io",
+    "OutputWriteError": "atomic_io",
+    "draw_output": "outputs",
+    "output_to_json": "outputs",
     "rank_and_world_size": "dist",
     "shared_random_seed": "dist",
     "PALETTE": "visualize",

@@ -8,11 +8,12 @@ from __future__ import annotations
 import os
 import random
 import time
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
-__all__ = ["seed_everything", "derive_seed", "worker_init_fn", "seed_worker", "make_generator"]
+__all__ = ["seed_everything", "derive_seed", "worker_init_fn", "seed_worker", "make_generator", "get_rng_states",
+           "set_rng_states"]
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -82,3 +83,33 @@ def make_generator(seed: int):
     g = torch.Generator()
     g.manual_seed(int(seed))
     return g
+
+
+def get_rng_states() -> Dict[str, Any]:
+    """Every RNG the training loop touches (torch, CUDA, numpy, Python), as weights_only-loadable values: what a
+    checkpoint saves for an exact resume."""
+    import torch
+
+    np_state = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]),
+                  float(np_state[4])],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: Dict[str, Any]) -> None:
+    """Restore what get_rng_states returned."""
+    import torch
+
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

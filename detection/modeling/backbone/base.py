@@ -1,8 +1,6 @@
 """The Backbone container, the BACKBONES registry and the shared build steps (load, split, freeze)."""
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import logging
 from collections import OrderedDict
 from typing import Callable, NamedTuple, Optional, Sequence, Tuple
@@ -187,26 +185,12 @@ def build_backbone(name: str, weights: Optional[str] = None, freeze_at: int = 2,
     return bb
 
 
-_WEIGHTS_COME_LATER = contextvars.ContextVar("backbone_weights_come_later", default=False)
-
-
-@contextlib.contextmanager
-def backbone_weights_come_later():
-    """Within this block build_backbone_from_config skips MODEL.BACKBONE.WEIGHTS (no ImageNet file is looked for or
-    needed): for models whose every weight is about to be loaded from a full checkpoint or detector file."""
-    token = _WEIGHTS_COME_LATER.set(True)
-    try:
-        yield
-    finally:
-        _WEIGHTS_COME_LATER.reset(token)
-
-
-def build_backbone_from_config(cfg) -> Backbone:
+def build_backbone_from_config(cfg, load_weights: bool = True) -> Backbone:
     """build_backbone from MODEL.BACKBONE.{NAME,WEIGHTS,FROZEN_BN} and MODEL.FREEZE_AT; the ImageNet final
-    layer is kept only for MODEL.META_ARCHITECTURE == 'classifier'. Inside `backbone_weights_come_later()` the
-    backbone is built without its pretrained weights."""
+    layer is kept only for MODEL.META_ARCHITECTURE == 'classifier'. load_weights=False: without
+    MODEL.BACKBONE.WEIGHTS (no file is looked for), for a model whose every weight a checkpoint is about to fill."""
     m = cfg.MODEL
-    if _WEIGHTS_COME_LATER.get():
+    if not load_weights:
         return build_backbone(m.BACKBONE.NAME, weights=None, freeze_at=m.FREEZE_AT, frozen_bn=m.BACKBONE.FROZEN_BN,
                               keep_classifier_layer=m.META_ARCHITECTURE == "classifier")
     if not m.BACKBONE.WEIGHTS and (m.FREEZE_AT > 0 or m.BACKBONE.FROZEN_BN):
