@@ -28,6 +28,7 @@ harness.require_detection()
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
+from host_syncs import HostSyncCounter  # noqa: E402
 from model_pairs import build_fpn_pair, make_inputs  # noqa: E402
 
 SYNCS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
@@ -60,7 +61,10 @@ def profile_calls(fn, iterations: int, device: torch.device) -> Dict[str, float]
     with profile(activities=activities) as prof:
         for _ in range(iterations):
             fn()
-    return count_calls(prof.key_averages(), iterations)
+    counts = count_calls(prof.key_averages(), iterations)
+    with HostSyncCounter() as counter:  # what would sync on CUDA, counted on any device (dev/host_syncs.py)
+        fn()
+    return {**counts, "host_syncs_proxy": counter.total}
 
 
 def run(device: torch.device, height: int, width: int, train_batch: int, iterations: int) -> List[dict]:
@@ -103,10 +107,10 @@ def missed_targets(rows: List[dict]) -> List[str]:
 def table(rows: List[dict]) -> str:
     return harness.markdown_table(
         ("model", "per call", "host syncs (cudaStreamSynchronize)", "kernel launches (cudaLaunchKernel)",
-         "device-to-host copies", "host reads (_local_scalar_dense + nonzero)"),
+         "device-to-host copies", "host reads (_local_scalar_dense + nonzero)", "host syncs, CPU proxy"),
         [(r["model"], r["what"], f"{r['syncs']:g} ({r['cudaStreamSynchronize']:g})",
           f"{r['launches']:g} ({r['cudaLaunchKernel']:g})", f"{r['cudaMemcpyAsync'] + r['cudaMemcpy']:g}",
-          f"{r['host_reads']:g}") for r in rows])
+          f"{r['host_reads']:g}", f"{r['host_syncs_proxy']:g}") for r in rows])
 
 
 def main(argv=None) -> int:

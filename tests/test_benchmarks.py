@@ -179,9 +179,9 @@ def test_the_profile_counts_host_reads_on_the_cpu():
 
     counts = profile_launches.profile_calls(fn, iterations=2, device=torch.device("cpu"))
     assert counts["aten::_local_scalar_dense"] == 4 and counts["aten::nonzero"] == 1
-    assert counts["syncs"] == 0 and counts["launches"] == 0
+    assert counts["syncs"] == 0 and counts["launches"] == 0 and counts["host_syncs_proxy"] == 5
     rows = [{"model": m, "what": "inference, 1 image", **counts} for m in ("ours", "torchvision")]
     assert profile_launches.missed_targets(rows) == []
     rows[0] = dict(rows[0], syncs=38)
     assert profile_launches.missed_targets(rows) == ["host syncs per inference: ours 38 > torchvision 0"]
-    assert "| ours | inference, 1 image | 38 (0) | 0 (0) | 0 | 5 |" in profile_launches.table(rows)
+    assert "| ours | inference, 1 image | 38 (0) | 0 (0) | 0 | 5 | 5 |" in profile_launches.table(rows)

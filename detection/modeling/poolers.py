@@ -60,16 +60,22 @@ class MultiScaleRoIAlign(nn.Module):
             return roi_align(feats[0], rois, self.output_size, self.scales[0], self.sampling_ratio, self.aligned)
         levels = map_roi_levels(rois[:, 1:], self.k_min, self.k_max, self.canonical_scale, self.canonical_level)
         out = feats[0].new_zeros((rois.shape[0], feats[0].shape[1]) + self.output_size)
-        traced = tracing()
-        for lvl, (feat, scale) in enumerate(zip(feats, self.scales)):
-            idx = torch.where(levels == lvl)[0]
-            if traced:  # every level pooled, possibly on no RoI, so that the graph holds every level; a scatter
+        if tracing():
+            for lvl, (feat, scale) in enumerate(zip(feats, self.scales)):
+                idx = torch.where(levels == lvl)[0]
+                # every level pooled, possibly on no RoI, so that the graph holds every level; a scatter
                 # (ScatterElements) rather than out[idx] = ...: the exporter's index_put fixes the values' shape
                 pooled = roi_align(feat, rois[idx], self.output_size, scale, self.sampling_ratio, self.aligned)
                 out = out.scatter(0, idx.view(-1, 1, 1, 1).expand_as(pooled), pooled.to(out.dtype))
-            elif idx.numel():
-                out[idx] = roi_align(feat, rois[idx], self.output_size, scale, self.sampling_ratio,
-                                     self.aligned).to(out.dtype)
+            return out
+        # the RoIs sorted by level (stably: each level's in their order), split by one host read of the counts
+        order = torch.argsort(levels, stable=True)
+        counts = torch.zeros(len(feats), dtype=torch.int64, device=levels.device)
+        counts = counts.index_add_(0, levels, torch.ones_like(levels)).tolist()
+        pooled = [roi_align(feat, chunk, self.output_size, scale, self.sampling_ratio, self.aligned).to(out.dtype)
+                  for feat, scale, chunk in zip(feats, self.scales, rois[order].split(counts)) if chunk.shape[0]]
+        if pooled:
+            out[order] = torch.cat(pooled)
         return out
 
     def extra_repr(self) -> str:

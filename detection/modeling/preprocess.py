@@ -19,7 +19,7 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 
 from detection.ops.resize import RESIZE_RULES, resize_image, resize_size
-from detection.ops.shapes import as_size, shape, tracing
+from detection.ops.shapes import as_size, host_values, shape, tracing
 
 
 class Batch(NamedTuple):
@@ -86,13 +86,13 @@ class ImagePreprocessor(nn.Module):
                 img = F.interpolate(img[None], size=(as_size(new[0], 1), as_size(new[1], 1)), mode="bilinear",
                                     align_corners=False)[0]
             else:
-                img = resize_image(img, tuple(new.tolist()))
+                img = resize_image(img, tuple(host_values(new)))
             resized.append(img)
             sizes.append(new)
             orig.append(hw)
             scales.append(scale)
             if targets is not None:
-                (nh, nw), (h, w) = new.tolist(), hw.tolist()
+                (nh, nw), (h, w) = host_values(new), host_values(hw)
                 factor = torch.tensor([nw / w, nh / h, nw / w, nh / h], device=device)
                 boxes.append(targets[i]["boxes"].to(device=device, dtype=torch.float32).reshape(-1, 4) * factor)
         sizes_t = torch.stack(sizes)  # on the CPU: the padded size needs no device sync
@@ -128,7 +128,7 @@ class ImagePreprocessor(nn.Module):
                 pad = padded.to(size) - size
                 out.append(F.pad(img, (0, as_size(pad[1]), 0, as_size(pad[0]))))
             return torch.stack(out)
-        hp, wp = padded.tolist()
+        hp, wp = host_values(padded)
         batch = images[0].new_zeros((len(images), 3, hp, wp))
         for i, img in enumerate(images):
             if self._normalise_first:

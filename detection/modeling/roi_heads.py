@@ -167,8 +167,8 @@ class RoIHeads(nn.Module):
         boxes = clip_boxes(self.box_coder.decode(deltas, rois[:, None, 1:]), image_sizes[image_idx])
         labels = torch.arange(1, c, device=scores.device).expand(r, k)
         keep = (scores > self.score_thresh) & box_sides_at_least(boxes, self.min_box_size)
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        image_idx = image_idx[:, None].expand(r, k)[keep]
+        ri, ci = keep.nonzero(as_tuple=True)  # found once: one host sync on a GPU (row-major, as boxes[keep])
+        boxes, scores, labels, image_idx = boxes[ri, ci], scores[ri, ci], labels[ri, ci], image_idx[ri]
         b = image_sizes.shape[0]
         if tracing():  # one image (export): per-class NMS, top-k, no split
             if b != 1:
@@ -179,13 +179,16 @@ class RoIHeads(nn.Module):
             return [{"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept]}]
         if final_nms:
             kept = batched_nms(boxes, scores, image_idx * c + labels, self.nms_thresh)  # by decreasing score
-            kept = kept[rank_in_group(image_idx[kept]) < self.detections_per_image]
+            selected = rank_in_group(image_idx[kept]) < self.detections_per_image
         else:
             kept = torch.argsort(scores, descending=True, stable=True)
+            selected = torch.ones_like(kept, dtype=torch.bool)
         if self.reported_classes is not None:
-            kept = kept[self.reported_classes[labels[kept]]]
-        image_idx = image_idx[kept]
-        order = torch.sort(image_idx, stable=True).indices  # group by image, keep the score order
-        kept, counts = kept[order], torch.bincount(image_idx, minlength=b).tolist()
+            selected &= self.reported_classes[labels[kept]]
+        # grouped by image in score order, the unselected last (image b); one host sync: the counts
+        key = torch.where(selected, image_idx[kept], b)
+        counts = torch.zeros(b + 1, dtype=torch.int64, device=key.device).index_add_(0, key, torch.ones_like(key))
+        counts = counts.tolist()[:b]
+        kept = kept[torch.sort(key, stable=True).indices[:sum(counts)]]
         return [{"boxes": bx, "scores": s, "labels": lab} for bx, s, lab in
                 zip(boxes[kept].split(counts), scores[kept].split(counts), labels[kept].split(counts))]

@@ -185,10 +185,10 @@ class RegionProposalNetwork(nn.Module):
         min_size = torch.full((b, 1), float(self.min_size[mode]), device=boxes.device, dtype=boxes.dtype)
         if image_scales is not None and self.min_size_scaled:
             min_size = min_size * image_scales.to(min_size).view(b, 1)
-        keep = box_sides_at_least(boxes, min_size)  # [B, k]
-        image_idx = torch.arange(b, device=boxes.device)[:, None].expand_as(keep)[keep]
-        levels = level[keep] if len(anchors) > 1 else None
-        boxes, scores = boxes[keep], scores[keep]
+        # the survivors' indices, found once (one host sync on a GPU; every boolean-mask indexing would be one)
+        image_idx, pos = box_sides_at_least(boxes, min_size).nonzero(as_tuple=True)  # row-major, as boxes[mask]
+        levels = level[image_idx, pos] if len(anchors) > 1 else None
+        boxes, scores = boxes[image_idx, pos], scores[image_idx, pos]
         kept = proposal_nms(boxes, scores, image_idx, self.nms_thresh[mode], levels=levels,
                             num_levels=len(anchors))  # by decreasing score per image
         post = self.post_nms_top_n[mode]
@@ -199,7 +199,15 @@ class RegionProposalNetwork(nn.Module):
             return boxes[kept][None], torch.ones_like(kept, dtype=torch.bool)[None]
         image_idx = image_idx[kept]
         rank = rank_in_group(image_idx)
-        sel = rank < post
+        if mode == 1:  # inference: P = post, so no host sync sizes it; proposals beyond the top post of their
+            # image are written to an extra column that is dropped
+            rank = rank.clamp(max=post)
+            proposals = boxes.new_zeros((b, post + 1, 4))
+            valid = torch.zeros((b, post + 1), dtype=torch.bool, device=boxes.device)
+            proposals[image_idx, rank] = boxes[kept]
+            valid[image_idx, rank] = True
+            return proposals[:, :post], valid[:, :post]
+        sel = rank < post  # training: P = the most proposals an image has (the samplers' random keys follow P)
         kept, image_idx, rank = kept[sel], image_idx[sel], rank[sel]
         p = int(rank.max()) + 1 if rank.numel() else 0
         proposals = boxes.new_zeros((b, p, 4))

@@ -9,6 +9,7 @@ would become a Python number (torchvision's `_get_shape_onnx` / `_get_top_n_idx`
     shape(x, dims)       x.shape[d] for d in dims as an int64 [len(dims)] tensor on the CPU
     top_n(x, cap, dim)   min(cap, x.shape[dim]) as a size argument (topk's k, a slice end)
     as_size(t, least)    a 0-d int64 tensor as an argument of ops that take ints (interpolate, pad, arange)
+    host_values(t)       the values of a CPU tensor of sizes computed from shapes, as Python numbers (eager code)
 
 Under torch.jit.trace sizes flow as 0-d tensors (the graph's Shape / Gather); under torch.export they are
 symbolic integers, unbacked where they come from data (`as_size` calls `.item()`), so no size is specialised to
@@ -16,12 +17,15 @@ the example; eagerly they are plain ints.
 """
 from __future__ import annotations
 
-from typing import Sequence, Union
+import threading
+from typing import List, Sequence, Union
 
 import torch
 from torch import Tensor
 
-__all__ = ["tracing", "shape", "top_n", "as_size"]
+__all__ = ["tracing", "shape", "top_n", "as_size", "host_values", "reading_host_values"]
+
+_HOST = threading.local()
 
 Size = Union[int, Tensor, "torch.SymInt"]
 
@@ -60,3 +64,20 @@ def as_size(t: Tensor, least: int = 0) -> Size:
     if torch.compiler.is_compiling():
         torch._check(v >= least)
     return v
+
+
+def reading_host_values() -> bool:
+    """True inside host_values: what a host-synchronisation counter (dev/host_syncs.py) does not count."""
+    return getattr(_HOST, "depth", 0) > 0
+
+
+def host_values(t: Tensor) -> List:
+    """`t.tolist()` for a tensor that lives on the CPU by design (sizes computed from shapes, e.g. the resize):
+    reading it never waits for a GPU. Raises ValueError for a tensor on another device."""
+    if t.device.type != "cpu":
+        raise ValueError(f"host_values reads CPU tensors (sizes computed on the host), got one on {t.device}")
+    _HOST.depth = getattr(_HOST, "depth", 0) + 1
+    try:
+        return t.tolist()
+    finally:
+        _HOST.depth -= 1
