@@ -223,8 +223,12 @@ def suggest_anchors(boxes: BoxSet, view, current: AnchorParams, placement: str, 
 
 
 def _round_sizes(sizes: np.ndarray, form: str) -> List[float]:
+    """FPN sizes to whole pixels (MODEL.FPN.ANCHOR_SIZES holds ints), C4 scales to 2 decimals; kept distinct."""
     if form == "fpn":
-        return [float(round(float(s), 1)) for s in sizes]
+        out = np.maximum(np.round(sizes), 1).astype(int)
+        for i in range(1, len(out)):
+            out[i] = max(out[i], out[i - 1] + 1)
+        return [int(s) for s in out]
     return [float(round(float(s), 2)) for s in sizes]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -32,7 +32,7 @@ class ModelView:
     level's stride is the padded size // feature size (TorchvisionAnchorGenerator) rather than the fixed stride.
     allowed_border: rpn.allowed_border (< 0: no border rule). positive_overlap / negative_overlap: the RPN matcher's
     thresholds. resize_rule, train_min_sizes, train_max_size, test_min_size, test_max_size, size_divisibility:
-    the preprocessor's.
+    the preprocessor's. preprocess: the model's ImagePreprocessor itself (to show images as the model gets them).
     """
 
     strides: List[int]
@@ -47,6 +47,7 @@ class ModelView:
     test_min_size: int
     test_max_size: int
     size_divisibility: int
+    preprocess: Optional[torch.nn.Module] = None
 
     def resized(self, height: int, width: int, min_size: int, max_size: int) -> Tuple[float, Tuple[int, int],
                                                                                        Tuple[int, int]]:
@@ -109,4 +110,4 @@ def view_of_model(model, strides: Sequence[int]) -> ModelView:
         positive_overlap=float(matcher.fg_thresh), negative_overlap=float(matcher.bg_thresh_hi),
         resize_rule=pre.resize_rule, train_min_sizes=tuple(int(s) for s in pre.train_min_sizes),
         train_max_size=int(pre.train_max_size), test_min_size=int(pre.test_min_size),
-        test_max_size=int(pre.test_max_size), size_divisibility=int(pre.size_divisibility))
+        test_max_size=int(pre.test_max_size), size_divisibility=int(pre.size_divisibility), preprocess=pre)

@@ -28,7 +28,8 @@ _add("PIXEL_MEANS", (0.485, 0.456, 0.406),
 _add("PIXEL_STDS", (0.229, 0.224, 0.225),
      "Per-channel std dividing RGB images in 0..1 after mean subtraction (ImageNet statistics, torchvision)",
      above=0.0, length=3)
-_add("ANCHOR_SCALES", (8, 16, 32), "Anchor sizes in units of FEAT_STRIDE (8,16,32 x 16 = 128,256,512 px)",
+_add("ANCHOR_SCALES", (8.0, 16.0, 32.0), "Anchor sizes in units of FEAT_STRIDE (8,16,32 x 16 = 128,256,512 px; "
+     "fractions too: 0.5 x 16 = 8 px)",
      above=0, nonempty=True)
 _add("ANCHOR_RATIOS", (0.5, 1.0, 2.0), "Anchor aspect ratios h/w", above=0.0, nonempty=True)
 _add("ANCHOR_PLACEMENT", "py-faster-rcnn", "Anchor geometry: 'py-faster-rcnn' (centred on the cell centre, its "
