@@ -154,7 +154,7 @@ def test_browse_dataset_draws_counts_reports_problems_and_anchors(tmp_path, caps
     picture = cv2.imread(str(out / "images" / "00000.jpg"))
     assert picture.shape[:2] == (256, 320)  # 120 x 160 padded to 128 x 160, drawn x2 (at least 192 px high)
     anchors = json.loads((out / "anchors.json").read_text())
-    assert anchors["boxes"] == 3 and anchors["suggested"]["set"].startswith("--set ANCHOR_SCALES")
+    assert anchors["boxes"] == 4 and anchors["suggested"]["set"].startswith("--set ANCHOR_SCALES")
     for name in ("contact_sheet.jpg", "statistics.png", "anchor_coverage.png"):
         assert (out / name).stat().st_size > 1000, name
     assert browse_dataset.main(["--cfg", str(cfg), "--split", "test", "--num", "1", "--output", str(out / "t")]) == 0
