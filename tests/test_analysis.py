@@ -203,3 +203,26 @@ def test_analyze_results_writes_one_self_contained_report(tmp_path, capsys):
     (results / "predictions.json").write_text(json.dumps(predictions + [{"image_id": "x", "detections": []}]))
     assert analyze_results.main([str(results), "--cfg", str(cfg)]) == 2
     assert "not in the test set" in capsys.readouterr().err
+
+
+def test_the_report_renders_in_headless_chromium(tmp_path):
+    """The report opened from disk by a real browser (Debian's chromium): the screenshot shows the pictures."""
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no headless browser: apt-get install chromium")
+    from detection.analysis import plots
+    from detection.analysis.report import html_page, image_tag
+
+    chart = plots.bar_chart({"a": 1.0, "b": 3.0}, "a chart", "value", color="#ff0000", size=(4, 3))
+    page = tmp_path / "report.html"
+    page.write_text(html_page("check", [("chart", image_tag(chart, "chart"))]))
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=800,700", f"--screenshot={shot}", page.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    picture = cv2.imread(str(shot))
+    red = (picture[..., 2] > 200) & (picture[..., 1] < 60) & (picture[..., 0] < 60)
+    assert red.sum() > 2000  # the embedded chart's red bars were drawn by the browser
