@@ -54,8 +54,12 @@ def match_predictions(records: Sequence[dict], predictions: Sequence[dict], sour
 
 def analyze_predictions(records: Sequence[dict], predictions: Sequence[dict], class_names: Sequence[str],
                         out_dir: str, score_thresh: float = 0.5, iou_thresh: float = 0.5, num_worst: int = 12,
-                        title: str = "Detection error analysis", source: str = "predictions") -> dict:
-    """Everything in the module docstring; returns the summary written to analysis.json."""
+                        title: str = "Detection error analysis", source: str = "predictions",
+                        progress: bool = True) -> dict:
+    """Everything in the module docstring; returns the summary written to analysis.json. progress: a bar over
+    the images while matching (shown on a terminal only)."""
+    import sys
+
     from detection.analysis import plots
     from detection.analysis.report import html_page, image_tag, table
     from detection.data.image_io import read_image_rgb
@@ -64,7 +68,7 @@ def analyze_predictions(records: Sequence[dict], predictions: Sequence[dict], cl
     os.makedirs(out_dir, exist_ok=True)
     images = match_predictions(records, predictions, source)
     k = len(class_names)
-    tide = tide_errors(images, pos_thresh=iou_thresh, bg_thresh=0.1)
+    tide = tide_errors(images, pos_thresh=iou_thresh, bg_thresh=0.1, progress=progress and sys.stderr.isatty())
     matrix = confusion_matrix(images, k, score_thresh, iou_thresh)
     sizes = ap_per_size(images, k, iou_thresh)
     fps, missed = worst_errors(tide.errors, num_worst)

@@ -126,8 +126,10 @@ def _map(cls: np.ndarray, scores: np.ndarray, true: np.ndarray, positives: Dict[
 
 
 def tide_errors(images: Sequence[ImageDetections], pos_thresh: float = 0.5, bg_thresh: float = 0.1,
-                max_dets: int = 100) -> TideResult:
-    """TIDE's main and special errors of `images` (module docstring)."""
+                max_dets: int = 100, progress: bool = False) -> TideResult:
+    """TIDE's main and special errors of `images` (module docstring); progress: a bar over the images."""
+    from tqdm import tqdm
+
     points = _Points()
     positives: Dict[int, int] = {}
     fn_count: Dict[int, int] = {}
@@ -148,7 +150,7 @@ def tide_errors(images: Sequence[ImageDetections], pos_thresh: float = 0.5, bg_t
         e_gt_cls.append(gt_cls)
         details.append(detail)
 
-    for img_index, im in enumerate(images):
+    for img_index, im in enumerate(tqdm(images, desc="TIDE", unit="image", disable=not progress, leave=False)):
         gt_boxes = np.asarray(im.gt_boxes, np.float64).reshape(-1, 4)
         gt_labels = np.asarray(im.gt_labels, np.int64).reshape(-1)
         ignore = np.asarray(im.gt_ignore, bool).reshape(-1)

@@ -46,6 +46,16 @@ def records_to_coco(records: Sequence[dict], class_names: Sequence[str], file_na
     return dict(images=images, annotations=annotations, categories=categories)
 
 
+def _progress(records, split: str):
+    """A progress bar over a split's records (on a terminal, for more than a few hundred images)."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(records, desc=f"writing {split}", unit="image", leave=False,
+                disable=len(records) < 200 or not sys.stderr.isatty())
+
+
 def _place_image(src: str, dst: str, link: bool) -> None:
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     if os.path.lexists(dst):
@@ -88,7 +98,7 @@ def write_voc(splits: Mapping[str, DetectionRecords], out: str, link: bool = Fal
     lost = {"crowd_as_difficult": 0}
     for split, recs in splits.items():
         stems = []
-        for rec in recs.records:
+        for rec in _progress(recs.records, split):
             fname = names[rec["path"]]
             stem = os.path.splitext(fname)[0]
             stems.append(stem)
@@ -123,7 +133,7 @@ def write_coco(splits: Mapping[str, DetectionRecords], out: str, link: bool = Fa
     for split, recs in splits.items():
         files = [names[r["path"]] for r in recs.records]
         records = []
-        for k, rec in enumerate(recs.records):
+        for k, rec in enumerate(_progress(recs.records, split)):
             _place_image(rec["path"], os.path.join(out, split, files[k]), link)
             lost["difficult_lost"] += int(np.asarray(rec["difficult"], bool).sum())
             records.append({**rec, "image_id": k + 1, "difficult": np.zeros(len(rec["labels"]), bool)})
@@ -141,7 +151,7 @@ def write_yolo(splits: Mapping[str, DetectionRecords], out: str, link: bool = Fa
     names, classes = _file_names(splits), _class_names(splits)
     lost = {"difficult_dropped": 0, "crowd_dropped": 0}
     for split, recs in splits.items():
-        for rec in recs.records:
+        for rec in _progress(recs.records, split):
             fname = names[rec["path"]]
             _place_image(rec["path"], os.path.join(out, "images", split, fname), link)
             diff, crowd = np.asarray(rec["difficult"], bool), np.asarray(rec["iscrowd"], bool)
