@@ -168,11 +168,9 @@ def _anchors(cfg, records, view, out, args, progress) -> None:
     suggested_view = build_model_view(suggested_cfg)  # the model training with the suggestion would build
     cov_new = coverage_summary(best_anchor_iou(boxes, suggested_view), boxes, view.positive_overlap)
     rows = {"current": cov_now, "suggested": cov_new}
-    hist = cov_now["histogram"]
-    import numpy as np
-
     fig_data = plots.overlaid_histograms(
-        {"current": cov_now["histogram"]["counts"], "suggested": cov_new["histogram"]["counts"]}, hist["edges"],
+        {"current": cov_now["histogram"]["counts"], "suggested": cov_new["histogram"]["counts"]},
+        cov_now["histogram"]["edges"],
         f"best-anchor IoU of {len(boxes)} training boxes", "IoU of the best anchor",
         marks=(view.positive_overlap, 0.5))
     with open(os.path.join(out, "anchor_coverage.png"), "wb") as f:
@@ -181,9 +179,7 @@ def _anchors(cfg, records, view, out, args, progress) -> None:
               "suggested": {"params": suggestion.suggested.__dict__, "coverage": cov_new,
                             "set": suggestion.suggested.set_line()},
               "boxes": len(boxes), "use_difficult": use_difficult, "placement": cfg.ANCHOR_PLACEMENT,
-              "strides": view.strides, "allowed_border": view.allowed_border,
-              "mean_best_iou": {"current": float(np.mean(best_anchor_iou(boxes, view))),
-                                "suggested": float(np.mean(best_anchor_iou(boxes, suggested_view)))}}
+              "strides": view.strides, "allowed_border": view.allowed_border}
     with open(os.path.join(out, "anchors.json"), "w") as f:
         json.dump(report, f, indent=1)
     print(f"\nanchor coverage (best anchor of each training box, {cfg.MODEL.NECK if cfg.MODEL.NECK == 'fpn' else 'C4'} "

@@ -140,7 +140,7 @@ def cell_anchors_for(params: AnchorParams, strides: Sequence[int], placement: st
     return [g.base_anchors.double().numpy() for g in gen.generators]
 
 
-def kmeans_iou(wh: np.ndarray, k: int, iterations: int = 100, seed: int = 0) -> np.ndarray:
+def kmeans_iou(wh: np.ndarray, k: int, iterations: int = 100) -> np.ndarray:
     """k shapes [k, 2] (w, h) clustering `wh` [N, 2] with the distance 1 - IoU of boxes sharing a centre
     (YOLOv2's anchor clustering); initialised at quantiles of the box area; sorted by area."""
     wh = np.asarray(wh, np.float64)
@@ -199,13 +199,13 @@ def suggest_anchors(boxes: BoxSet, view, current: AnchorParams, placement: str, 
         params = AnchorParams(current.form, [float(s) for s in sizes / unit], [float(r) for r in np.exp(log_ratios)])
         return _fitness(best_anchor_iou(boxes, view, cell_anchors_for(params, view.strides, placement)), positive)
 
-    shapes = kmeans_iou(boxes.wh, n_sizes * n_ratios, seed=seed)
+    shapes = kmeans_iou(boxes.wh, n_sizes * n_ratios)
     log_sizes = np.log(_grouped_means(np.sqrt(shapes.prod(1)), n_sizes))
     log_ratios = np.log(_grouped_means(shapes[:, 1] / shapes[:, 0], n_ratios))
     start = np.log(np.asarray(current.sizes) * unit), np.log(np.asarray(current.ratios))
-    best_params, best_fit = max([(start, evaluate(*start)), ((log_sizes, log_ratios), evaluate(log_sizes, log_ratios))],
-                                key=lambda t: t[1])
     fit_current = evaluate(*start)
+    best_params, best_fit = max([(start, fit_current), ((log_sizes, log_ratios), evaluate(log_sizes, log_ratios))],
+                                key=lambda t: t[1])
     for _ in tqdm(range(iterations), desc="anchor search", unit="step", disable=not progress, leave=False):
         cand = []
         for p in best_params:

@@ -58,7 +58,7 @@ def split_statistics(records: Sequence[dict], class_names: Sequence[str], view, 
         "images_without_boxes": [str(r["path"]) for r in empty],
         "clipped_boxes": [dict(b) for b in box_issues if b["kind"] == "outside"],
         "degenerate_boxes": [dict(b) for b in box_issues if b["kind"] == "degenerate"],
-        "classes": len(class_names) if k else 0,
+        "classes": k,
     }
 
 

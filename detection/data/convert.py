@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import xml.etree.ElementTree as ET
-from typing import Dict, List, Mapping, Sequence
+from typing import Dict, Mapping, Sequence
 
 import numpy as np
 
