@@ -13,8 +13,9 @@ there, so every registered name exists by then.
 
 Layers, lowest first; a package imports only from the layers below it (tests/test_layout.py checks modeling):
 ``config``, ``registry``, ``utils`` -> ``ops`` (with the compiled ``_C``) -> ``modeling`` and
-``data`` (side by side, neither imports the other) -> ``evaluation`` -> ``datasets`` -> ``engine`` -> ``export``
-and the Python API (``api``, ``image_input``, ``results``); the scripts in ``tools/`` drive ``engine`` and the API.
+``data`` (side by side, neither imports the other) -> ``evaluation`` -> ``datasets`` -> ``analysis`` -> ``engine`` ->
+``export`` and the Python API (``api``, ``image_input``, ``results``, ``video_io``); the scripts in ``tools/`` drive
+``engine``, ``analysis`` and the API.
 """
 
 __version__ = "0.1.0"

@@ -6,6 +6,8 @@
     model = detection.load(weights="outputs/quickstart/model_final.pth")   # the config saved in the checkpoint
     result = model("photo.jpg")                                   # see detection/image_input.py for inputs
     results = model(["a.jpg", "b.jpg"], batch_size=8)             # a list gives a list
+    for result in model.video("clip.mp4", batch_size=8):          # a generator over the frames (or a camera: 0)
+        result.frame_index, result.boxes, result.draw()
     result.boxes, result.scores, result.labels, result.class_names
     print(model.summary())
 
@@ -189,6 +191,37 @@ class Predictor:
                     outputs[i] = out
         results = [make_result(out, converted[i][0], self.class_names) for i, out in enumerate(outputs)]
         return results[0] if single else results
+
+    def video(self, source, batch_size: int = 4, max_frames: Optional[int] = None):
+        """A generator of one result per frame of a video file or camera index (detection/video_io.py), in order;
+        frames go through the model `batch_size` at a time. Each result has `frame_index` and `image` (the frame,
+        uint8 RGB); `result.draw()` is the annotated frame. max_frames: stop after that many frames."""
+        from detection.results import make_result
+        from detection.video_io import VideoReader
+
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        with VideoReader(source) as reader:
+            index, frames = 0, []
+            for frame in reader:
+                frames.append(frame)
+                last = max_frames is not None and index + len(frames) >= max_frames
+                if len(frames) == int(batch_size) or last:
+                    yield from self._frame_results(frames, index, make_result)
+                    index += len(frames)
+                    frames = []
+                    if last:
+                        return
+            yield from self._frame_results(frames, index, make_result)
+
+    def _frame_results(self, frames, first_index: int, make_result):
+        if not frames:
+            return
+        tensors = [torch.from_numpy(f).permute(2, 0, 1).float().div_(255.0) for f in frames]
+        for k, (frame, out) in enumerate(zip(frames, self.predict_tensors(tensors))):
+            result = make_result(out, frame, self.class_names)
+            result.frame_index = first_index + k
+            yield result
 
     # -- describing -----------------------------------------------------------------------------------------------
     def summary(self) -> str:

@@ -254,7 +254,6 @@ def test_export_tool_refuses_an_output_it_cannot_write(tmp_path, capsys, monkeyp
     """--output through a regular file (both formats) and into an unwritable folder exit 2 with one line naming
     the path, before any tracing (they were a FileExistsError / RuntimeError traceback); so does a write that fails
     inside torch.export.save (its RuntimeError names no file)."""
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
     import export_model
     from detection.export import torch_export
 

@@ -40,6 +40,14 @@ def test_models_import_no_data_engine_or_evaluation_code():
     assert not bad, "\n".join(bad)
 
 
+def test_analysis_imports_no_engine_export_or_api_code():
+    forbidden = ("detection.engine", "detection.export", "detection.api", "detection.results", "detection.image_input")
+    bad = [f"{os.path.relpath(p, ROOT)}:{line} imports {name}"
+           for p in _modules(os.path.join(PACKAGE, "analysis"))
+           for name, line in _imported(p) if name.startswith(forbidden)]
+    assert not bad, "\n".join(bad)
+
+
 def test_generated_datasets_import_no_model_or_engine_code():
     forbidden = ("detection.modeling", "detection.engine")
     bad = [f"{os.path.relpath(p, ROOT)}:{line} imports {name}"

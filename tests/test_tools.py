@@ -131,6 +131,19 @@ def test_test_net_with_tta_writes_metrics_predictions_and_voc_files(trained, tmp
         assert (res / f"comp4_det_test_{c}.txt").is_file() and (res / f"pr_{c}.png").is_file()
 
 
+def test_test_net_analyze_writes_the_error_report_and_analyze_results_repeats_it(trained, tmp_path, capsys):
+    import analyze_results
+
+    cfg, _ = trained
+    assert test_tool.main(["--cfg", cfg, "--output", str(tmp_path), "--no-progress", "--analyze", "--num-worst", "3"]) == 0
+    assert "report:" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "analysis" / "analysis.json").read_text())
+    assert summary["images"] == 4 and (tmp_path / "analysis" / "report.html").is_file()
+    assert (tmp_path / "config.yaml").is_file()  # so that analyze_results finds the ground truth by itself
+    assert analyze_results.main([str(tmp_path), "--output", str(tmp_path / "again")]) == 0
+    assert json.loads((tmp_path / "again" / "analysis.json").read_text())["tide"] == summary["tide"]
+
+
 def test_test_net_fast_gives_the_eager_evaluation(trained, tmp_path):
     """test_net --fast (BatchNorm folded, channels_last, Winograd heads, inference_mode) scores the run's own
     evaluation images as the eager evaluation train_net wrote: the same APs up to float rounding."""

@@ -9,7 +9,9 @@
 BatchNorm folded into the convolutions, same detections). Writes into --output (default OUTPUT_DIR/inference):
 metrics.json (with the model's class_names), predictions.json (every image's outputs: detections or top labels),
 and the evaluator's files: VOC devkit results files comp4_det_<split>_<class>.txt and precision-recall PNGs, or
-the COCO results JSON coco_instances_results.json (classifier: confusion matrix, confidence sheet and CSV).
+the COCO results JSON coco_instances_results.json (classifier: confusion matrix, confidence sheet and CSV), and
+config.yaml (the config used). --analyze adds the detection error analysis in <output>/analysis
+(tools/analyze_results.py: TIDE errors, confusion matrix, AP per size band, worst images, one HTML report).
 A class list (DATA.CLASSES, or the test set's own) that differs from the checkpoint's, in names or order, is
 refused: the model's labels would be scored under other names.
 Exit codes: 0 done, 2 bad arguments / config / input.
@@ -39,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--fast", action="store_true",
                    help="fold BatchNorm into the convolutions, channels_last, inference_mode (same detections)")
+    p.add_argument("--analyze", action="store_true", help="also write the error analysis report (detectors)")
+    from analyze_results import add_analysis_arguments
+
+    add_analysis_arguments(p)
     return p
 
 
@@ -55,7 +61,8 @@ def test(args) -> int:
 
     import torch
 
-    from detection.utils.atomic_io import write_json
+    from detection.config import dump_config
+    from detection.utils.atomic_io import atomic_write_text, write_json
     from detection.engine.distributed import is_main_process
     from detection.engine.inference import inference_on_dataset
     from detection.engine.launch import (check_class_names, find_inference_weights, load_config_from_args,
@@ -64,6 +71,10 @@ def test(args) -> int:
     from detection.evaluation.evaluator import json_safe
 
     cfg = load_config_from_args(args)
+    if args.analyze:
+        from analyze_results import check_analysis_arguments
+
+        check_analysis_arguments(args)
     task = get_task(cfg)
     weights = find_inference_weights(cfg, args.weights, task)
     output_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "inference")
@@ -99,7 +110,13 @@ def test(args) -> int:
     elif "TEN_CROP" in cfg.TEST:
         run.update(ten_crop=bool(cfg.TEST.TEN_CROP))
     write_json(os.path.join(output_dir, "metrics.json"), json_safe({**run, **metrics}))
+    atomic_write_text(os.path.join(output_dir, "config.yaml"), dump_config(cfg))
     print(f"{cfg.DATA.TEST_SET}: {_headline(metrics)}\nresults: {os.path.abspath(output_dir)}")
+    if args.analyze and cfg.MODEL.META_ARCHITECTURE == "faster_rcnn":
+        from analyze_results import run_analysis
+
+        run_analysis(cfg, dataset.records, names, json_safe(per_image), os.path.join(output_dir, "analysis"), args,
+                     source="test_net predictions")
     return 0
 
 

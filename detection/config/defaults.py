@@ -28,7 +28,8 @@ _add("PIXEL_MEANS", (0.485, 0.456, 0.406),
 _add("PIXEL_STDS", (0.229, 0.224, 0.225),
      "Per-channel std dividing RGB images in 0..1 after mean subtraction (ImageNet statistics, torchvision)",
      above=0.0, length=3)
-_add("ANCHOR_SCALES", (8, 16, 32), "Anchor sizes in units of FEAT_STRIDE (8,16,32 x 16 = 128,256,512 px)",
+_add("ANCHOR_SCALES", (8.0, 16.0, 32.0), "Anchor sizes in units of FEAT_STRIDE (8,16,32 x 16 = 128,256,512 px; "
+     "fractions too: 0.5 x 16 = 8 px)",
      above=0, nonempty=True)
 _add("ANCHOR_RATIOS", (0.5, 1.0, 2.0), "Anchor aspect ratios h/w", above=0.0, nonempty=True)
 _add("ANCHOR_PLACEMENT", "py-faster-rcnn", "Anchor geometry: 'py-faster-rcnn' (centred on the cell centre, its "
@@ -189,12 +190,15 @@ _add("SOLVER.AMP", False, "Automatic mixed precision (CUDA only; ignored on CPU)
 # ---------------------------------------------------------------------------------------------------------------
 # DATA
 # ---------------------------------------------------------------------------------------------------------------
-_add("DATA.FORMAT", "voc", "Dataset reader: 'voc' (VOCdevkit), 'coco' (json) or 'image_folder' (class folders)",
-     choices=("voc", "coco", "image_folder"))
-_add("DATA.ROOT", "datasets/VOCdevkit", "Dataset root: VOCdevkit folder, COCO image folder or image-folder root")
+_add("DATA.FORMAT", "voc", "Dataset reader: 'voc' (VOCdevkit), 'coco' (json), 'yolo' (data.yaml + images/ + "
+     "labels/, Ultralytics' layout) or 'image_folder' (class folders)", choices=("voc", "coco", "yolo", "image_folder"))
+_add("DATA.ROOT", "datasets/VOCdevkit", "Dataset root: VOCdevkit folder, COCO image folder, YOLO dataset folder (or "
+     "its data.yaml) or image-folder root")
 _add("DATA.TRAIN_SETS", ["2007_trainval"], "Training sets, concatenated: VOC 'YEAR_SPLIT' names (e.g. "
-     "['2007_trainval', '2012_trainval']), COCO 'ann.json[:image_dir]' (relative to ROOT) or image-folder subfolders")
-_add("DATA.TEST_SET", "2007_test", "Evaluation set: a VOC 'YEAR_SPLIT', a COCO json path or an image-folder subfolder")
+     "['2007_trainval', '2012_trainval']), COCO 'ann.json[:image_dir]' (relative to ROOT), YOLO data.yaml splits "
+     "(['train']) or image-folder subfolders")
+_add("DATA.TEST_SET", "2007_test", "Evaluation set: a VOC 'YEAR_SPLIT', a COCO json path, a YOLO data.yaml split "
+     "('val') or an image-folder subfolder")
 _add("DATA.CLASSES", list(VOC_CLASSES), "Class names in label order (labels 1..K); [] = from the dataset "
      "(COCO categories, image-folder names)")
 _add("DATA.CLASSES_FROM", "", "When DATA.CLASSES is []: take it from a named list instead of the dataset: "
@@ -206,6 +210,9 @@ _add("DATA.CHECK_IMAGES", True, "Cheap header check of every image when reading 
      "truncated JPEG); full decode errors surface when loading")
 _add("DATA.FILTER_EMPTY", True, "Drop training images without trainable boxes (crowd, and difficult unless "
      "TRAIN.USE_DIFFICULT, do not count); test sets keep every image")
+_add("DATA.YOLO_UNLABELED", "negative", "YOLO images without a label file (or with an empty one): 'negative' = "
+     "kept as images without boxes (background images, Ultralytics' rule; training still drops them unless "
+     "DATA.FILTER_EMPTY is false) or 'drop' = left out when reading", choices=("negative", "drop"))
 _add("DATA.NUM_WORKERS", 2, "DataLoader worker processes; 0 = load in the main process", min=0)
 _add("DATA.ASPECT_RATIO_GROUPING", True, "Batch landscape and portrait images separately (less padding)")
 

@@ -1,4 +1,4 @@
-"""Data: readers (VOC, COCO, image folders) -> records -> datasets (+ albumentations augmentation) -> samplers
+"""Data: readers (VOC, COCO, YOLO, image folders) -> records -> datasets (+ albumentations augmentation) -> samplers
 and loaders, for the detector and the classifier.
 
 Owns reading and augmenting data; no resizing (the model resizes, detection/ops/resize.py) and no generated data
@@ -22,6 +22,8 @@ _EXPORTS = {
     "image_io": ["ImageReadError", "read_image_rgb"],
     "voc": ["VOC_CLASSES", "load_voc", "parse_voc_xml", "resolve_voc_set", "to_voc_pixels", "from_voc_pixels"],
     "coco": ["load_coco", "read_coco_json", "coco_category_maps"],
+    "yolo": ["load_yolo", "read_data_yaml", "find_data_yaml", "parse_yolo_label_file", "yolo_label_path"],
+    "convert": ["records_to_coco", "write_voc", "write_coco", "write_yolo"],
     "dataset": ["DetectionDataset", "aspect_ratio_group_ids"],
     "transforms": ["RandomAreaCrop", "DetectionTransform", "make_detection_transform", "build_transform"],
     "samplers": ["TrainingSampler", "InferenceSampler", "GroupedBatchSampler"],

@@ -20,6 +20,7 @@ from detection.data.dataset import DetectionDataset
 from detection.data.records import DatasetError, DetectionRecords, ReadStats, filter_empty_records
 from detection.data.samplers import GroupedBatchSampler, InferenceSampler, SkipBatches, TrainingSampler
 from detection.data.voc import load_voc
+from detection.data.yolo import load_yolo
 from detection.utils.dist import rank_and_world_size, shared_random_seed
 from detection.utils.seed import worker_init_fn
 
@@ -85,8 +86,8 @@ def _join(parts: Sequence[DetectionRecords], name: str) -> DetectionRecords:
 def build_detection_records(cfg, is_train: bool) -> DetectionRecords:
     """Read DATA.TRAIN_SETS (joined) or DATA.TEST_SET with the DATA.FORMAT reader under DATA.ROOT.
 
-    Classes: DATA.CLASSES (VOC layout needs it; for COCO, [] = the JSON's categories in id order, else the same
-    names in the order given), or with DATA.CLASSES [] the named list DATA.CLASSES_FROM. Training sets drop images without trainable boxes when DATA.FILTER_EMPTY (boxes
+    Classes: DATA.CLASSES (VOC layout needs it; for COCO, [] = the JSON's categories in id order, for YOLO data.yaml's
+    names, else the same names in the order given), or with DATA.CLASSES [] the named list DATA.CLASSES_FROM. Training sets drop images without trainable boxes when DATA.FILTER_EMPTY (boxes
     that are neither crowd nor - unless TRAIN.USE_DIFFICULT - difficult); test sets keep every image.
     """
     data = cfg.DATA
@@ -115,8 +116,11 @@ def build_detection_records(cfg, is_train: bool) -> DetectionRecords:
             parts.append(load_coco(json_path, image_dir, class_names=classes or None, check_images=check,
                                    skip_bad_images=skip, name=f"COCO {entry} ({split_name})"))
         out = _join(parts, f"COCO {'+'.join(sets)} ({split_name})")
+    elif data.FORMAT == "yolo":
+        out = load_yolo(root, sets, classes or None, unlabeled=data.YOLO_UNLABELED, check_images=check,
+                        skip_bad_images=skip, name=f"YOLO {'+'.join(sets)} ({split_name})")
     else:
-        raise DatasetError(f"DATA.FORMAT {data.FORMAT!r} has no detection reader (expected 'voc' or 'coco')")
+        raise DatasetError(f"DATA.FORMAT {data.FORMAT!r} has no detection reader (expected 'voc', 'coco' or 'yolo')")
     if is_train and data.FILTER_EMPTY:
         kept = filter_empty_records(out.records, use_difficult=bool(cfg.TRAIN.USE_DIFFICULT), use_crowd=False,
                                     name=f"{data.FORMAT} {'+'.join(sets)}")

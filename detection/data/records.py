@@ -59,13 +59,17 @@ class ReadStats:
     crowd: int = 0  # kept boxes flagged iscrowd (COCO)
     empty_images: int = 0  # kept images without any box
     skipped_images: int = 0  # images left out (unreadable with skip_bad_images, or empty and filtered)
+    # every clipped or dropped box: {source, index (in the file), box (xyxy as read, before clipping), kind
+    # ('outside': crossed the border, clipped; 'degenerate': no area after clipping, dropped), object}
+    box_issues: List[dict] = dataclasses.field(default_factory=list)
 
     def merge(self, other: "ReadStats") -> "ReadStats":
-        """Field-wise sum (a new object)."""
+        """Field-wise sum (a new object; box_issues concatenated)."""
         return ReadStats(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)})
 
     def as_dict(self) -> Dict[str, int]:
-        return dataclasses.asdict(self)
+        """The counts (box_issues left out)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "box_issues"}
 
     def summary(self, name: str = "dataset") -> str:
         """One line: ``<name>: I images, O objects (D difficult, C crowd), X clipped, Y dropped boxes, ...``."""
@@ -113,13 +117,21 @@ def clip_and_filter_boxes(boxes: np.ndarray, height: int, width: int, source: st
     limits = np.array([width, height, width, height], dtype=boxes.dtype)
     clipped = np.clip(boxes, 0, limits)
     changed = np.any(clipped != boxes, axis=1)
+    original = boxes[changed] if changed.any() else None
     boxes[...] = clipped
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     if stats is not None:
         stats.clipped += int(np.count_nonzero(changed & keep))
         stats.dropped += int(np.count_nonzero(~keep))
+        flagged = np.flatnonzero(changed | ~keep)
+        as_read = boxes.copy()
+        if original is not None:
+            as_read[changed] = original
+        for i in flagged:  # only the few bad boxes: the report lists them
+            stats.box_issues.append(dict(source=source, index=int(i), box=[float(v) for v in as_read[i]],
+                                         kind="outside" if keep[i] else "degenerate", object=_hint(labels_hint, i)))
     for i in np.flatnonzero(~keep):
-        hint = labels_hint(i) if callable(labels_hint) else labels_hint[i] if labels_hint is not None else None
+        hint = _hint(labels_hint, i)
         what = f" ({hint})" if hint is not None else ""
         logger.warning("%s: dropped degenerate box #%d%s %s (x2 <= x1 or y2 <= y1 after clipping to %dx%d)",
                        source, i, what, np.round(boxes[i], 2).tolist(), width, height)
@@ -140,6 +152,10 @@ def first_duplicate(keys: Sequence) -> Optional[Tuple[int, int]]:
         if i != j:
             return i, j
     return None
+
+
+def _hint(labels_hint, i):
+    return labels_hint(i) if callable(labels_hint) else labels_hint[i] if labels_hint is not None else None
 
 
 def make_record(image_id, path: str, height: int, width: int, boxes, labels, difficult=None, iscrowd=None,

@@ -1,4 +1,4 @@
-"""The Faster R-CNN task: VOC/COCO loaders, the dataset's evaluator, test-time augmentation, drawing.
+"""The Faster R-CNN task: VOC/COCO/YOLO loaders, the dataset's evaluator, test-time augmentation, drawing.
 
 Test-time augmentation (TEST.SCALES with several sizes, TEST.FLIP) is the wrapper module of
 detection/modeling/tta.py (Task.inference_module); drawing and JSON records are detection/utils/outputs.py's.
@@ -42,6 +42,10 @@ class DetectionTask(Task):
             return named_class_list(cfg.DATA.CLASSES_FROM)
         if not cfg.DATA.CLASSES and not int(cfg.MODEL.NUM_CLASSES) and cfg.DATA.FORMAT == "coco":
             return coco_category_names(cfg)
+        if not cfg.DATA.CLASSES and not int(cfg.MODEL.NUM_CLASSES) and cfg.DATA.FORMAT == "yolo":
+            from detection.data.yolo import find_data_yaml, read_data_yaml
+
+            return read_data_yaml(find_data_yaml(cfg.DATA.ROOT))[1]
         return list(cfg.DATA.CLASSES)
 
     def num_classes(self, cfg):
@@ -83,8 +87,9 @@ class DetectionTask(Task):
         return build_detection_test_loader(cfg, dataset), dataset
 
     def build_evaluator(self, cfg, dataset, output_dir):
-        """VOCEvaluator against the split's own annotations (devkit rules), or COCOEvaluator on the JSON; both
-        report `mAP` (VOC at IoU 0.5; COCO: AP50 as `mAP`, the 12 COCO numbers under `bbox`)."""
+        """VOCEvaluator against the split's own annotations (devkit rules), or COCOEvaluator on the JSON (YOLO data:
+        on the records as a COCO dict); all report `mAP` (VOC at IoU 0.5; COCO: AP50 as `mAP`, the 12 COCO numbers
+        under `bbox`)."""
         from detection.evaluation.voc import VOCEvaluator
 
         meta = getattr(dataset, "meta", {}) or {}
@@ -97,6 +102,11 @@ class DetectionTask(Task):
                                 output_dir=output_dir, plots=output_dir is not None)
         if meta.get("format") == "coco":
             return COCOEvaluatorWithMAP(meta["annotation_file"], meta.get("contiguous_to_coco_id"),
+                                        output_dir=output_dir)
+        if meta.get("format") == "yolo":  # scored as Ultralytics reports it: COCO's AP (pycocotools), AP50 as mAP
+            from detection.data.convert import records_to_coco
+
+            return COCOEvaluatorWithMAP(records_to_coco(dataset.records, names), list(range(1, len(names) + 1)),
                                         output_dir=output_dir)
         raise ValueError(f"no evaluator for DATA.FORMAT {cfg.DATA.FORMAT!r}")
 
