@@ -89,13 +89,18 @@ def _imported_node(node):
             yield arg.value, node.lineno
 
 
-def test_importing_detection_registers_every_family_and_task():
-    code = ("import json, detection, detection.modeling as m, detection.engine as e; "
-            "print(json.dumps([m.META_ARCHITECTURES.names(), e.TASKS.names(), m.BACKBONES.names()]))")
+def _in_a_fresh_process(code: str):
+    """The JSON value that `code` prints last, run by a new Python process on this checkout."""
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": ROOT})
     assert out.returncode == 0, out.stderr
-    families, tasks, backbones = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_importing_detection_registers_every_family_and_task():
+    families, tasks, backbones = _in_a_fresh_process(
+        "import json, detection, detection.modeling as m, detection.engine as e; "
+        "print(json.dumps([m.META_ARCHITECTURES.names(), e.TASKS.names(), m.BACKBONES.names()]))")
     assert families == tasks == ["classifier", "faster_rcnn"]
     assert {"vgg16", "resnet50", "mobilenet_v2", "tiny"} <= set(backbones)
 
@@ -125,12 +130,8 @@ def test_resolved_classes_are_passed_on_not_written_into_the_config(tmp_path):
 
 
 def test_importing_the_ops_loads_no_model_engine_or_api_code():
-    code = ("import sys, json, detection.ops, torch; torch.ops.detection.nms; "
-            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('detection'))))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": ROOT})
-    assert out.returncode == 0, out.stderr
-    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    loaded = _in_a_fresh_process("import sys, json, detection.ops, torch; torch.ops.detection.nms; "
+                                 "print(json.dumps(sorted(m for m in sys.modules if m.startswith('detection'))))")
     assert "detection.ops" in loaded
     assert not [m for m in loaded if m.split(".")[1:2] in (["modeling"], ["engine"], ["api"], ["data"],
                                                             ["evaluation"], ["export"])], loaded
