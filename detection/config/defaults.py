@@ -204,6 +204,14 @@ _add("SOLVER.WARMUP_ITERS", 0, "Linear warm-up iterations; 0 = no warm-up", min=
 _add("SOLVER.WARMUP_FACTOR", 0.001, "Warm-up starts at BASE_LR * WARMUP_FACTOR", min=0.0, max=1.0)
 _add("SOLVER.CLIP_GRAD_NORM", 0.0, "Clip the total gradient norm to this value; 0 = off", min=0.0)
 _add("SOLVER.AMP", False, "Automatic mixed precision (CUDA only; ignored on CPU)")
+_add("SOLVER.EMA.ENABLED", False, "Keep an exponential moving average of the weights (every floating-point entry "
+     "of the state dict: parameters and BatchNorm statistics); it is the model evaluated (periodic and final) and "
+     "saved as checkpoints' 'model', the raw weights as 'model_raw'")
+_add("SOLVER.EMA.DECAY", 0.9998, "EMA decay d: ema = d * ema + (1 - d) * weights after every iteration (timm's "
+     "0.9998; YOLOv5 0.9999, d2go 0.999)", min=0.0, max=1.0)
+_add("SOLVER.EMA.TAU", 2000.0, "EMA warm-up: the decay of update n is DECAY * (1 - exp(-n / TAU)), so early "
+     "weights fade fast (YOLOv5's ramp); 0 = DECAY from the first update", min=0.0)
+
 # ---------------------------------------------------------------------------------------------------------------
 # DATA
 # ---------------------------------------------------------------------------------------------------------------
