@@ -320,7 +320,7 @@ def _render_scene(rng, h, w, specs: Sequence[_Spec], distractors: Sequence[str],
             if a.truncated and not (a.box[0] == 0 or a.box[1] == 0 or a.box[2] == w or a.box[3] == h):
                 return None  # the border part got occluded: the box would not show the truncation
             for b in objects[i + 1:]:
-                if a.label == b.label and _box_iou(a.box, b.box) >= 0.5:
+                if a.label == b.label and _box_iou(a.box, b.box) >= max(0.5, max_same_iou + 0.1):
                     return None
     final = canvas
     if noise:
@@ -354,7 +354,7 @@ def render_detection_image(params: DetectionParams, image_id: int) -> SyntheticI
             specs.append(_Spec(params.classes[label - 1], label, size, truncate, difficult))
         # big objects first, so small ones are placed in the space left and never hidden under a big one
         specs.sort(key=lambda s: -s.size)
-        out = _render_scene(rng, h, w, specs, distractors, params.classes)
+        out = _render_scene(rng, h, w, specs, distractors, params.classes, params.max_same_iou, params.max_occlusion)
         if out is not None and out.objects:
             return out
     raise RuntimeError(f"could not render synthetic image {image_id} with {params}")
