@@ -125,6 +125,8 @@ def train(args) -> int:
         train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         logger.info("DistributedDataParallel over %d process(es), backend %s", get_world_size(),
                     torch.distributed.get_backend())
+        if ema is not None and start_iter == 0:  # DDP gave every rank rank 0's initial weights: average from them
+            ema.load_state_dict(model.state_dict())
 
     test_state = {}
 

@@ -17,7 +17,9 @@ entry that does not change (frozen weights, FrozenBatchNorm2d) exactly as it is:
 x == ema. The YOLOv5 ramp keeps the first, far-from-trained weights from dominating a long memory.
 
 Every process keeps its own EMA of its own replica: DDP keeps the replicas (and, with broadcast_buffers, their
-BatchNorm buffers) identical, so the averages are identical too and nothing is communicated.
+BatchNorm buffers) identical, so the averages are identical too and nothing is communicated - provided they start
+from the same weights: train_net restarts a new run's average after DDP has broadcast rank 0's initial weights
+(each rank initialises its model from its own seed), and train_net's end-of-run check compares the averages too.
 """
 from __future__ import annotations
 
