@@ -38,7 +38,8 @@ SETS = {
     "quickstart": ("configs/quickstart.yaml", ["--num-train", "200", "--num-test", "60", "--seed", "0"]),
     "hard": ("configs/quickstart_hard.yaml", ["--num-train", "300", "--num-test", "100", "--seed", "1",
                                               "--min-size", "12", "--max-size", "56", "--max-objects", "12",
-                                              "--max-same-iou", "0.55", "--max-occlusion", "0.5"]),
+                                              "--max-same-iou", "0.55", "--max-occlusion", "0.5",
+                                              "--p-cluster", "0.8"]),
 }
 CASCADE = ["MODEL.ROI_HEADS.NAME", "cascade", "MODEL.CLASS_AGNOSTIC_BBOX_REG", "True"]
 #: (variant, run, checkpoint key, TEST.NMS_METHOD)
