@@ -3,7 +3,6 @@ and the last stage's boxes at test time, the weighted per-stage losses, C4 and F
 test-time augmentation, the fast path, the config's refusals, and a short overfit. The traced export at several
 sizes is in test_export.py."""
 import math
-import time
 
 import pytest
 import torch
@@ -218,29 +217,13 @@ OVERFIT_AP75 = 0.6
 def test_cascade_overfits_generated_images_at_iou_075():
     """test_detector.py's overfit run with cascade heads, scored at IoU 0.75 (what the later stages are for)."""
     from detection.evaluation.voc import voc_evaluate
-    from test_detector import synthetic_images
+    from test_detector import overfit, synthetic_images
 
     torch.manual_seed(0)
     images, targets = synthetic_images(4, seed=0)
-    cfg = small_cfg(["TRAIN.USE_FLIPPED", "False"])
     torch.manual_seed(0)
-    model = build_model(cfg)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=learned.lr(1e-3))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        start = time.perf_counter()
-        model.train()
-        for it in range(ITERATIONS):
-            idx = [(2 * it) % 4, (2 * it + 1) % 4]
-            losses = model([images[i] for i in idx], [targets[i] for i in idx])
-            opt.zero_grad()
-            sum(losses.values()).backward()
-            opt.step()
-        train_s = time.perf_counter() - start
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
+    model = build_model(small_cfg(["TRAIN.USE_FLIPPED", "False"]))
+    _, train_s = overfit(model, images, targets, ITERATIONS)  # its learning rate is learned.lr(1e-3)
     with torch.no_grad():
         dets = model(images)
     result = voc_evaluate(dets, targets, CLASSES, iou_thresh=0.75, use_07_metric=False)

@@ -161,27 +161,34 @@ def test_other_pooling_modes_export_to_standard_operators(overrides, tmp_path):
 def test_fpn_detectors_export_for_every_size(overrides, tmp_path):
     """Pyramid levels, per-level anchors (torchvision placement) and top-k, level-grouped NMS, MultiScaleRoIAlign,
     placeholder labels never reported; v2's BatchNorm2d neck and conv box head."""
-    import onnx
-
     from detection.engine.tasks import get_task
 
     cfg = tiny_fpn_config(overrides)
     torch.manual_seed(0)
     model = make_confident(get_task(cfg).build_model(cfg)).eval()
-    path = export_onnx(model, str(tmp_path / "fpn.onnx"), image(128, 160))
+    reported = model.roi_heads.reported_classes
+    for got in exported_equal_eager(model, tmp_path / "fpn.onnx", [(128, 160), (300, 90), (40, 500)], seed=7):
+        assert bool(reported[got["labels"]].all())  # no 'N/A' label
+
+
+def exported_equal_eager(model, onnx_path, sizes, seed):
+    """Export `model` to ONNX (standard operators only) and torch.export, both traced at 128x160, and check that
+    both give the eager detections on random images of `sizes`; yields the program's detections of each."""
+    import onnx
+
+    path = export_onnx(model, str(onnx_path), image(128, 160))
     assert {n.domain for n in onnx.load(path).graph.node} <= {"", "ai.onnx"}
     session = onnx_session(path)
     program = export_program(model, image(128, 160)).module()
-    reported = model.roi_heads.reported_classes
-    for h, w in [(128, 160), (300, 90), (40, 500)]:
-        img = image(h, w, seed=7)
+    for h, w in sizes:
+        img = image(h, w, seed=seed)
         ref = eager(model, img)
         c = compare_detections(ref, run_onnx(session, img))
         assert c.ok and c.count_reference > 0, f"{h}x{w}: {c}"
         with torch.no_grad():
             got = dict(zip(("boxes", "scores", "labels"), program(img)))
         assert compare_detections(ref, got).ok, f"{h}x{w} (torch.export)"
-        assert bool(reported[got["labels"]].all())  # no 'N/A' label
+        yield got
 
 
 def test_no_detections_is_empty_outputs_not_an_error(tmp_path):
@@ -303,16 +310,8 @@ def test_cascade_detectors_export_for_every_size(neck, tmp_path):
         tiny_fpn_config(CASCADE)
     torch.manual_seed(0)
     model = make_confident(get_task(cfg).build_model(cfg)).eval()
-    session = onnx_session(export_onnx(model, str(tmp_path / "cascade.onnx"), image(128, 160)))
-    program = export_program(model, image(128, 160)).module()
-    for h, w in [(128, 160), (300, 90), (40, 500)]:
-        img = image(h, w, seed=11)
-        ref = eager(model, img)
-        c = compare_detections(ref, run_onnx(session, img))
-        assert c.ok and c.count_reference > 0, f"{h}x{w}: {c}"
-        with torch.no_grad():
-            got = dict(zip(("boxes", "scores", "labels"), program(img)))
-        assert compare_detections(ref, got).ok, f"{h}x{w} (torch.export)"
+    assert len(list(exported_equal_eager(model, tmp_path / "cascade.onnx", [(128, 160), (300, 90), (40, 500)],
+                                         seed=11))) == 3
 
 
 def test_soft_nms_exports_to_torch_export_and_onnx_refuses_it_naming_the_key(tmp_path, capsys):
