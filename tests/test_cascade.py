@@ -161,6 +161,23 @@ def test_cascade_detectors_train_and_detect_from_the_config(neck):
     check_detections(dets, images, num_classes=(len(CLASSES) if neck == "c4" else 90))
 
 
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v2"])
+def test_every_stage_gets_its_own_copy_of_a_real_backbones_last_stage(backbone):
+    """C4 with the backbone's own last stage as box head (ResNet layer4, MobileNetV2 features[14:], frozen
+    BatchNorm included): three independent copies, one eval pass."""
+    cfg = small_cfg(["MODEL.BACKBONE.NAME", backbone, "MODEL.ROI_HEADS.BOX_HEAD", "backbone", "POOLING_SIZE", "0",
+                     "TEST.RPN_POST_NMS_TOP_N", "20"])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    heads = [model.roi_heads.box_head] + [s.box_head for s in model.roi_heads.refine]
+    first = [p for p in heads[0].parameters()]
+    for other in heads[1:]:
+        assert all(a is not b and torch.equal(a, b) for a, b in zip(first, other.parameters()))
+    with torch.no_grad():
+        out = model([torch.rand(3, 112, 144)])[0]
+    assert out["boxes"].shape[1] == 4 and torch.isfinite(out["scores"]).all()
+
+
 def test_cascade_with_test_time_augmentation_and_soft_nms():
     """Identical views merge to the single view's detections (each candidate has an exact duplicate), with hard NMS
     and with Soft-NMS in the merge."""
