@@ -26,6 +26,7 @@ LEARNED_TESTS = [
     "tests/test_tools.py::test_train_net_writes_checkpoints_metrics_and_evaluation",
     "tests/test_detector.py::test_overfit_generated_images",
     "tests/test_fpn.py::test_fpn_overfits_generated_images",
+    "tests/test_cascade.py::test_cascade_overfits_generated_images_at_iou_075",
     "tests/test_classifier.py::test_quickstart_classifier_reaches_95_percent",
     "tests/test_imagenet_faces.py::test_faces_classifier_reaches_95_percent",
 ]

@@ -15,11 +15,15 @@ QUICKSTART_CLASSES = ["circle", "square", "triangle"]
 
 
 def make_confident(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Redraw a FasterRCNN's class / objectness logits' weights (std 0.3) and box deltas' (std 0.01)."""
+    """Redraw a FasterRCNN's class / objectness logits' weights (std 0.3) and box deltas' (std 0.01), every cascade
+    stage's included."""
     g = torch.Generator().manual_seed(seed)
     heads = model.roi_heads
+    layers = [(heads.cls_score, 0.3), (heads.bbox_pred, 0.01), (model.rpn.head.cls_logits, 0.3)]
+    for stage in getattr(heads, "refine", ()):  # Cascade R-CNN's later stages
+        layers += [(stage.cls_score, 0.3), (stage.bbox_pred, 0.01)]
     with torch.no_grad():
-        for layer, std in ((heads.cls_score, 0.3), (heads.bbox_pred, 0.01), (model.rpn.head.cls_logits, 0.3)):
+        for layer, std in layers:
             layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * std)
     return model
 

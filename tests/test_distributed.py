@@ -97,7 +97,8 @@ sys.exit(train_net.main())
 @pytest.mark.slow
 def test_two_process_kill_and_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
     """Rank 0 is SIGKILLed at iteration 4 (checkpoint at 3); the resumed 2-process run restores each rank's own
-    RNG streams (the RPN and RoI samplers draw from them) and must end bit-identical to an uninterrupted run."""
+    RNG streams (the RPN and RoI samplers draw from them) and must end bit-identical to an uninterrupted run, the
+    raw weights and their EMA (SOLVER.EMA on: every rank averages its own replica) alike."""
     from detection.datasets.synthetic import DetectionParams, generate_detection_dataset
 
     data = tmp_path / "data"
@@ -112,7 +113,8 @@ def test_two_process_kill_and_resume_ends_with_the_weights_of_an_uninterrupted_r
     def torchrun(script, cfg, *extra):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
                "--cfg", cfg, "--no-progress", "--skip-eval", "--set", "DEVICE", "cpu",
-               "TRAIN.BATCH_SIZE", "4", "TRAIN.RPN_BATCHSIZE", "8", *extra]  # small: the samplers must draw
+               "TRAIN.BATCH_SIZE", "4", "TRAIN.RPN_BATCHSIZE", "8",  # small: the samplers must draw
+               "SOLVER.EMA.ENABLED", "True", "SOLVER.EMA.DECAY", "0.7", "SOLVER.EMA.TAU", "0", *extra]
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
     train_net = os.path.join(ROOT, "tools", "train_net.py")
@@ -128,12 +130,15 @@ def test_two_process_kill_and_resume_ends_with_the_weights_of_an_uninterrupted_r
     resumed = torchrun(train_net, cut_cfg, "--resume")
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
 
-    a = torch.load(tmp_path / "full" / "model_final.pth", weights_only=True)["model"]
-    b = torch.load(tmp_path / "cut" / "model_final.pth", weights_only=True)["model"]
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
-    moved = torch.load(tmp_path / "full" / "model_0000003.pth", weights_only=True)["model"]
-    assert any(not torch.equal(moved[k], a[k]) for k in a)  # iterations 4-6 changed the weights
+    full = torch.load(tmp_path / "full" / "model_final.pth", weights_only=True)
+    cut = torch.load(tmp_path / "cut" / "model_final.pth", weights_only=True)
+    assert full["ema"] == cut["ema"] == {"updates": 6}
+    for key in ("model_raw", "model"):  # the raw weights and the average
+        a, b = full[key], cut[key]
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), (key, [k for k in a if not torch.equal(a[k], b[k])][:5])
+        moved = torch.load(tmp_path / "full" / "model_0000003.pth", weights_only=True)[key]
+        assert any(not torch.equal(moved[k], a[k]) for k in a), key  # iterations 4-6 changed the weights
     for log in ("log.txt", "log.txt.rank1"):
         assert "model weights identical on all 2 processes" in (tmp_path / "cut" / log).read_text()
 

@@ -161,27 +161,34 @@ def test_other_pooling_modes_export_to_standard_operators(overrides, tmp_path):
 def test_fpn_detectors_export_for_every_size(overrides, tmp_path):
     """Pyramid levels, per-level anchors (torchvision placement) and top-k, level-grouped NMS, MultiScaleRoIAlign,
     placeholder labels never reported; v2's BatchNorm2d neck and conv box head."""
-    import onnx
-
     from detection.engine.tasks import get_task
 
     cfg = tiny_fpn_config(overrides)
     torch.manual_seed(0)
     model = make_confident(get_task(cfg).build_model(cfg)).eval()
-    path = export_onnx(model, str(tmp_path / "fpn.onnx"), image(128, 160))
+    reported = model.roi_heads.reported_classes
+    for got in exported_equal_eager(model, tmp_path / "fpn.onnx", [(128, 160), (300, 90), (40, 500)], seed=7):
+        assert bool(reported[got["labels"]].all())  # no 'N/A' label
+
+
+def exported_equal_eager(model, onnx_path, sizes, seed):
+    """Export `model` to ONNX (standard operators only) and torch.export, both traced at 128x160, and check that
+    both give the eager detections on random images of `sizes`; yields the program's detections of each."""
+    import onnx
+
+    path = export_onnx(model, str(onnx_path), image(128, 160))
     assert {n.domain for n in onnx.load(path).graph.node} <= {"", "ai.onnx"}
     session = onnx_session(path)
     program = export_program(model, image(128, 160)).module()
-    reported = model.roi_heads.reported_classes
-    for h, w in [(128, 160), (300, 90), (40, 500)]:
-        img = image(h, w, seed=7)
+    for h, w in sizes:
+        img = image(h, w, seed=seed)
         ref = eager(model, img)
         c = compare_detections(ref, run_onnx(session, img))
         assert c.ok and c.count_reference > 0, f"{h}x{w}: {c}"
         with torch.no_grad():
             got = dict(zip(("boxes", "scores", "labels"), program(img)))
         assert compare_detections(ref, got).ok, f"{h}x{w} (torch.export)"
-        assert bool(reported[got["labels"]].all())  # no 'N/A' label
+        yield got
 
 
 def test_no_detections_is_empty_outputs_not_an_error(tmp_path):
@@ -287,3 +294,51 @@ def test_export_tool_refuses_an_output_it_cannot_write(tmp_path, capsys, monkeyp
     monkeypatch.setattr(torch_export, "save_program", failing_save)
     err = refused("torch-export", tmp_path / "m.pt2")
     assert err.endswith(": [enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0")
+
+
+CASCADE = ["MODEL.ROI_HEADS.NAME", "cascade", "MODEL.CLASS_AGNOSTIC_BBOX_REG", "True"]
+
+
+@pytest.mark.parametrize("neck", ["c4", "fpn"])
+def test_cascade_detectors_export_for_every_size(neck, tmp_path):
+    """Cascade R-CNN's three stages (refined RoIs pooled again, scores averaged, the last stage's boxes) traced at
+    one size run at others, in onnxruntime and as a torch.export program (C4: the backbone head per stage)."""
+    from detection.engine.tasks import get_task
+
+    cfg = tiny_config([*CASCADE, "MODEL.ROI_HEADS.BOX_HEAD", "backbone"]) if neck == "c4" else \
+        tiny_fpn_config(CASCADE)
+    torch.manual_seed(0)
+    model = make_confident(get_task(cfg).build_model(cfg)).eval()
+    assert len(list(exported_equal_eager(model, tmp_path / "cascade.onnx", [(128, 160), (300, 90), (40, 500)],
+                                         seed=11))) == 3
+
+
+def test_soft_nms_exports_to_torch_export_and_onnx_refuses_it_naming_the_key(tmp_path, capsys):
+    """torch.export keeps the Soft-NMS op (the eager detections at other sizes, decayed scores included); the ONNX
+    export is refused with one line naming TEST.NMS_METHOD, by export_onnx and by the tool (exit 2), never
+    exported with hard NMS instead."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import export_model
+
+    cfg = tiny_config(["TEST.NMS_METHOD", "gaussian"])
+    model = build_seeded(cfg)
+    assert model.roi_heads.nms_method == "gaussian"
+    program = export_program(model, image(128, 160)).module()
+    hard = build_seeded(tiny_config())
+    for h, w in [(128, 160), (90, 300)]:
+        img = image(h, w, seed=2)
+        ref = eager(model, img)
+        assert not torch.equal(ref["scores"], eager(hard, img)["scores"][: len(ref["scores"])])  # decayed
+        with torch.no_grad():
+            got = dict(zip(("boxes", "scores", "labels"), program(img)))
+        c = compare_detections(ref, got)
+        assert c.ok and c.count_reference > 0, f"{h}x{w}: {c}"
+    with pytest.raises(ValueError, match="TEST.NMS_METHOD is 'gaussian'"):
+        export_onnx(model, str(tmp_path / "soft.onnx"), image(128, 160))
+    run = write_run_folder(str(tmp_path / "run"), cfg, model, QUICKSTART_CLASSES)
+    out = tmp_path / "soft.onnx"
+    assert export_model.main(["--cfg", os.path.join(run, "config.yaml"), "--format", "onnx", "--output",
+                              str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "TEST.NMS_METHOD" in err and "torch-export" in err, err
+    assert not out.exists()

@@ -207,6 +207,30 @@ def test_interrupted_run_leaves_nothing_and_foreign_dirs_are_kept(tmp_path, monk
     assert (out / "VOC2007" / "JPEGImages" / "000002.jpg").exists() and "exists" not in logs[0]
 
 
+def test_overlap_parameters_crowd_the_images_and_leave_the_default_data_alone():
+    """p_cluster / max_occlusion / max_same_iou (the harder benchmark set) crowd the objects; at their defaults the
+    manifest has no such keys and the images are the ones written before the parameters existed (the module's
+    dataset is compared byte for byte with a fresh one in test_same_seed_same_bytes_and_exists)."""
+    assert not {"max_same_iou", "max_occlusion", "p_cluster"} & set(PARAMS.to_json())
+    crowded = DetectionParams(**{**PARAMS.to_json(), "max_objects": 10, "p_cluster": 0.8, "max_same_iou": 0.55,
+                                 "max_occlusion": 0.5})
+    assert crowded.to_json()["p_cluster"] == 0.8 and DetectionParams(**crowded.to_json()) == crowded
+
+    def overlapping_fraction(params):
+        overlapping = total = 0
+        for image_id in range(1, 21):
+            boxes = np.array([o.box for o in synthetic.render_detection_image(params, image_id).objects], float)
+            iou = bbox_overlaps(boxes, boxes, pixel_offset=0.0)
+            np.fill_diagonal(iou, 0)
+            overlapping, total = overlapping + int((iou.max(1) > 0).sum()), total + len(boxes)
+        return overlapping / total
+
+    apart = DetectionParams(**{**crowded.to_json(), "p_cluster": 0.0})
+    assert overlapping_fraction(apart) + 0.25 < overlapping_fraction(crowded)
+    with pytest.raises(ValueError, match="p_cluster"):
+        DetectionParams(p_cluster=1.5)
+
+
 def test_bad_parameters():
     with pytest.raises(ValueError, match="unknown shape"):
         DetectionParams(classes=("circle", "dog"))

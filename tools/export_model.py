@@ -10,9 +10,11 @@
 NMS and post-processing are inside, at TEST.SCALES[0] without test-time augmentation. The class names are in the
 file's metadata. ONNX needs onnx and onnxruntime (requirements.txt); a .pt2 loads with torch.export.load after
 `import detection`. --check runs the exported file beside the PyTorch model on each image and prints the largest
-differences; when they exceed 0.01 px / 1e-4 the file is deleted and the exit code is 1.
+differences; when they exceed 0.01 px / 1e-4 the file is deleted and the exit code is 1. Soft-NMS
+(TEST.NMS_METHOD linear / gaussian) exports to torch.export only: ONNX has no such operator, and the ONNX export
+is refused (exit 2) rather than silently using hard NMS.
 Exit codes: 0 done, 1 the check failed, 2 bad arguments / config / input / missing package / an --output that
-cannot be written (checked before the export).
+cannot be written (checked before the export) / Soft-NMS to ONNX.
 """
 from __future__ import annotations
 
@@ -94,6 +96,10 @@ def export(args) -> int:
     from detection.export.compare import compare_detections, compare_probabilities
 
     cfg = load_config_from_args(args)
+    if args.format == "onnx" and cfg.MODEL.META_ARCHITECTURE == "faster_rcnn" and cfg.TEST.NMS_METHOD != "hard":
+        from detection.export.onnx import soft_nms_refusal
+
+        raise ToolError(soft_nms_refusal(cfg.TEST.NMS_METHOD))  # before loading anything
     if args.device and args.device != "cpu":
         logger.warning("--device %s ignored: exports are traced on the CPU", args.device)
     cfg.DEVICE = "cpu"

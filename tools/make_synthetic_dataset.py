@@ -54,6 +54,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--min-size", type=int, default=20, help="smallest object extent in pixels (detection)")
     p.add_argument("--max-size", type=int, default=120, help="largest object extent in pixels (detection)")
     p.add_argument("--max-objects", type=int, default=6, help="objects per image: 1..N (detection)")
+    p.add_argument("--max-same-iou", type=float, default=0.4,
+                   help="two objects of one class overlap with box IoU below this (detection, default 0.4)")
+    p.add_argument("--max-occlusion", type=float, default=0.35,
+                   help="at most this fraction of an object is hidden by later ones (detection, default 0.35)")
+    p.add_argument("--p-cluster", type=float, default=0.0,
+                   help="chance that an object is placed over or against an earlier one (detection, default 0)")
     p.add_argument("--force", action="store_true",
                    help="replace --out even if it is not a dataset written by this tool")
     p.add_argument("--preview", default=None, metavar="PNG",
@@ -123,7 +129,8 @@ def main(argv=None) -> int:
         if args.mode == "detection":
             kw = dict(num_train=args.num_train, num_val=args.num_val, num_test=args.num_test, seed=args.seed,
                       classes=classes, min_size=args.min_size, max_size=args.max_size,
-                      max_objects=args.max_objects)
+                      max_objects=args.max_objects, max_same_iou=args.max_same_iou,
+                      max_occlusion=args.max_occlusion, p_cluster=args.p_cluster)
             if args.size:
                 kw["width"], kw["height"] = args.size
             params = synthetic.DetectionParams(**{k: v for k, v in kw.items() if v is not None})

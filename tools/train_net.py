@@ -6,7 +6,8 @@
 
 Writes into OUTPUT_DIR: config.yaml (the resolved config), log.txt, model_summary.txt, metrics.jsonl,
 model_<iter>.pth every TRAIN.SNAPSHOT_ITERS, model_final.pth, last_checkpoint, model_best.pth (best periodic
-evaluation), tensorboard/ (event files), and the final evaluation under inference/ (skip with --skip-eval).
+evaluation), tensorboard/ (event files), and the final evaluation under inference/ (skip with --skip-eval). With
+SOLVER.EMA the averaged weights are evaluated and are the checkpoints' 'model' (the raw ones: 'model_raw').
 --resume continues from OUTPUT_DIR's last_checkpoint exactly where it stopped (model, optimizer, schedule, RNG and
 data order); the config must be the checkpoint's, key by key, but for the keys that may change on resume (logging,
 snapshot and evaluation periods, loader workers, device: docs/config.md) and those named in --allow-changes, which
@@ -55,6 +56,7 @@ def train(args) -> int:
 
     from detection.config import dump_config
     from detection.engine.checkpoint import Checkpointer, load_last_training_checkpoint, load_model_weights
+    from detection.engine.ema import build_ema
     from detection.engine.distributed import (get_world_size, is_distributed, is_main_process, launched_by_torchrun,
                                               synchronize, weights_match_rank0)
     from detection.engine.inference import inference_on_dataset
@@ -110,7 +112,9 @@ def train(args) -> int:
                                 s.BIAS_LR_FACTOR, s.WEIGHT_DECAY_BIAS)
     scheduler = build_lr_scheduler(optimizer, policy=s.LR_POLICY, max_iter=s.MAX_ITER, steps=s.STEPS,
                                    gamma=s.GAMMA, warmup_iters=s.WARMUP_ITERS, warmup_factor=s.WARMUP_FACTOR)
-    checkpointer = Checkpointer(model, optimizer, scheduler, output_dir, save_to_disk=main, config_text=config_text)
+    ema = build_ema(cfg, model)  # the averaged model: evaluated and saved as the checkpoints' 'model'
+    checkpointer = Checkpointer(model, optimizer, scheduler, output_dir, save_to_disk=main, config_text=config_text,
+                                ema=ema)
     start_iter = checkpointer.restore(resume_state, resume_path) if resume_state is not None else 0
     data = task.build_train_data(cfg, model, start_iter=start_iter)
     checkpointer.extra["class_names"] = list(task.class_names(cfg))
@@ -121,6 +125,8 @@ def train(args) -> int:
         train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         logger.info("DistributedDataParallel over %d process(es), backend %s", get_world_size(),
                     torch.distributed.get_backend())
+        if ema is not None and start_iter == 0:  # DDP gave every rank rank 0's initial weights: average from them
+            ema.load_state_dict(model.state_dict())
 
     test_state = {}
 
@@ -129,14 +135,15 @@ def train(args) -> int:
             test_state["loader"], test_state["dataset"] = task.build_test_data(cfg)
         loader, dataset = test_state["loader"], test_state["dataset"]
         evaluator = task.build_evaluator(cfg, dataset, out_dir if main else None)
-        return inference_on_dataset(task, cfg, model, loader, dataset, evaluator, device,
+        evaluated = model if ema is None else ema.module  # with SOLVER.EMA the averaged model
+        return inference_on_dataset(task, cfg, evaluated, loader, dataset, evaluator, device,
                                     progress=not args.no_progress)[0]
 
     trainer = Trainer(train_model, optimizer, scheduler, data, s.MAX_ITER, output_dir, checkpointer, device,
                       snapshot_iters=cfg.TRAIN.SNAPSHOT_ITERS, log_period=cfg.TRAIN.LOG_PERIOD,
                       clip_grad_norm=s.CLIP_GRAD_NORM, amp=s.AMP, eval_fn=evaluate,
                       eval_period=cfg.TEST.EVAL_PERIOD, progress=not args.no_progress,
-                      best_metric=task.best_metric)
+                      best_metric=task.best_metric, ema=ema)
     logger.info("training %s / %s for %d iterations (from %d) on %s x%d; outputs in %s",
                 cfg.MODEL.META_ARCHITECTURE, cfg.MODEL.BACKBONE.NAME, s.MAX_ITER, start_iter, device,
                 get_world_size(), os.path.abspath(output_dir))
@@ -146,7 +153,7 @@ def train(args) -> int:
         logger.error("%s", exc)
         return 1
     if get_world_size() > 1:
-        if not weights_match_rank0(model):
+        if not weights_match_rank0(model) or (ema is not None and not weights_match_rank0(ema.module)):
             logger.error("model weights differ between processes after training: the DDP run diverged")
             return 1
         logger.info("model weights identical on all %d processes", get_world_size())

@@ -87,6 +87,17 @@ _add("MODEL.RPN.MIN_SIZE_SCALED", True, "(TRAIN|TEST).RPN_MIN_SIZE is in origina
 _add("MODEL.RPN.SMOOTH_L1_BETA", 1.0 / 9.0, "Smooth-L1 beta of the RPN box loss (py-faster-rcnn sigma=3 -> 1/9)",
      min=0.0)
 _add("MODEL.ROI_HEADS.SMOOTH_L1_BETA", 1.0, "Smooth-L1 beta of the Fast R-CNN box loss (sigma=1 -> 1)", min=0.0)
+_add("MODEL.ROI_HEADS.NAME", "standard", "RoI heads: 'standard' (one Fast R-CNN head) or 'cascade' (Cascade R-CNN, "
+     "Cai & Vasconcelos 2018: one box head + predictor per MODEL.CASCADE.IOUS stage, each refining the previous "
+     "stage's boxes; class scores averaged over the stages at test time, the last stage's boxes; needs "
+     "MODEL.CLASS_AGNOSTIC_BBOX_REG true)", choices=("standard", "cascade"))
+_add("MODEL.CASCADE.IOUS", (0.5, 0.6, 0.7), "Cascade: a stage's foreground IoU (a RoI is background below it), one "
+     "per stage; the first replaces TRAIN.FG_THRESH and TRAIN.BG_THRESH_HI", above=0.0, max=1.0, nonempty=True)
+_add("MODEL.CASCADE.BBOX_REG_WEIGHTS", [[10.0, 10.0, 5.0, 5.0], [20.0, 20.0, 10.0, 10.0], [30.0, 30.0, 15.0, 15.0]],
+     "Cascade: each stage's box-coder weights (wx, wy, ww, wh), torchvision's arithmetic (the paper's and "
+     "detectron2's); one list of 4 per stage")
+_add("MODEL.CASCADE.LOSS_WEIGHTS", (1.0, 0.5, 0.25), "Cascade: each stage's weight in the summed loss (the paper's "
+     "and mmdetection's 1, 0.5, 0.25)", min=0.0, nonempty=True)
 _add("MODEL.ROI_HEADS.BOX_HEAD", "backbone", "Per-RoI head: 'backbone' (its last stage: VGG fc6/fc7, ResNet res5, "
      "MobileNetV2 features[14:]; C4), 'mlp' (two new fully connected layers of MLP_DIM on the pooled features; "
      "much cheaper per RoI; torchvision's TwoMLPHead) or 'convfc' (CONV_DIMS 3x3 convs + one MLP_DIM fully "
@@ -149,6 +160,14 @@ _add("TEST.SCALES", (600,), "Shortest-side sizes at test time; several = multi-s
 _add("TEST.MAX_SIZE", 1000, "Longest side is capped at this many pixels at test time", min=0)
 _add("TEST.IMS_PER_BATCH", 1, "Images per inference batch", min=1)
 _add("TEST.NMS", 0.3, "IoU threshold of the per-class NMS on the final detections", min=0.0, max=1.0)
+_add("TEST.NMS_METHOD", "hard", "Per-class NMS of the final detections (and of the test-time augmentation merge): "
+     "'hard' (suppress boxes with IoU > TEST.NMS), or Soft-NMS (Bodla et al. 2017: decay their scores instead): "
+     "'linear' (score x (1 - IoU) where IoU > TEST.NMS) or 'gaussian' (score x exp(-IoU^2 / TEST.SOFT_NMS_SIGMA)); "
+     "ONNX export needs 'hard' (torch.export keeps Soft-NMS)", choices=("hard", "linear", "gaussian"))
+_add("TEST.SOFT_NMS_SIGMA", 0.5, "Soft-NMS 'gaussian': the sigma of exp(-IoU^2 / sigma) (the authors' 0.5)",
+     above=0.0)
+_add("TEST.SOFT_NMS_MIN_SCORE", 0.001, "Soft-NMS: a box whose decayed score falls below this is dropped (the "
+     "authors' 0.001)", min=0.0, max=1.0)
 _add("TEST.RPN_PRE_NMS_TOP_N", 6000, "Proposals kept per image before NMS at test time", min=1)
 _add("TEST.RPN_POST_NMS_TOP_N", 300, "Proposals kept per image after NMS at test time", min=1)
 _add("TEST.RPN_NMS_THRESH", 0.7, "IoU threshold of the proposal NMS at test time", min=0.0, max=1.0)
@@ -186,6 +205,13 @@ _add("SOLVER.WARMUP_ITERS", 0, "Linear warm-up iterations; 0 = no warm-up", min=
 _add("SOLVER.WARMUP_FACTOR", 0.001, "Warm-up starts at BASE_LR * WARMUP_FACTOR", min=0.0, max=1.0)
 _add("SOLVER.CLIP_GRAD_NORM", 0.0, "Clip the total gradient norm to this value; 0 = off", min=0.0)
 _add("SOLVER.AMP", False, "Automatic mixed precision (CUDA only; ignored on CPU)")
+_add("SOLVER.EMA.ENABLED", False, "Keep an exponential moving average of the weights (every floating-point entry "
+     "of the state dict: parameters and BatchNorm statistics); it is the model evaluated (periodic and final) and "
+     "saved as checkpoints' 'model', the raw weights as 'model_raw'")
+_add("SOLVER.EMA.DECAY", 0.9998, "EMA decay d: ema = d * ema + (1 - d) * weights after every iteration (timm's "
+     "0.9998; YOLOv5 0.9999, d2go 0.999)", min=0.0, max=1.0)
+_add("SOLVER.EMA.TAU", 2000.0, "EMA warm-up: the decay of update n is DECAY * (1 - exp(-n / TAU)), so early "
+     "weights fade fast (YOLOv5's ramp); 0 = DECAY from the first update", min=0.0)
 
 # ---------------------------------------------------------------------------------------------------------------
 # DATA

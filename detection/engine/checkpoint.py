@@ -5,7 +5,10 @@ A checkpoint is a dict of plain containers and tensors only (so `torch.load(...,
 `model`, `optimizer`, `scheduler` state dicts, `iteration` (number of finished iterations), `rng` (torch, CUDA,
 numpy and Python random states as tensors / lists, of rank 0), `rng_per_rank` (multi-process runs: every rank's
 `rng`, by rank; each rank restores its own), `config` (the resolved config as a YAML string), `extra` (plain
-values: class names, the best evaluation so far, ...; `Checkpointer.extra` is saved and restored).
+values: class names, the best evaluation so far, ...; `Checkpointer.extra` is saved and restored). With a weight
+EMA (SOLVER.EMA, detection/engine/ema.py) `model` holds the averaged weights - what test_net, demo, export and
+detection.load use - and `model_raw` the raw training weights, `ema` the average's update count; a resume restores
+both.
 """
 import logging
 import os
@@ -31,8 +34,9 @@ class Checkpointer:
     """Saves and restores the training state in `output_dir` (rank 0 saves; every rank loads)."""
 
     def __init__(self, model, optimizer=None, scheduler=None, output_dir: str = ".", save_to_disk: bool = True,
-                 config_text: str = "", extra: Optional[Dict[str, Any]] = None):
+                 config_text: str = "", extra: Optional[Dict[str, Any]] = None, ema=None):
         self.model = model
+        self.ema = ema  # a ModelEMA, or None
         self.extra: Dict[str, Any] = dict(extra or {})
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -49,13 +53,17 @@ class Checkpointer:
         path = os.path.join(self.output_dir, f"{name}.pth")
         if not self.save_to_disk:
             return path
+        weights = unwrap_model(self.model).state_dict()
         state = {
-            "model": unwrap_model(self.model).state_dict(),
+            "model": weights if self.ema is None else self.ema.module.state_dict(),
             "iteration": int(iteration),
             "rng": get_rng_states(),
             "config": self.config_text,
             "extra": {**self.extra, **(extra or {})},
         }
+        if self.ema is not None:
+            state["model_raw"] = weights
+            state["ema"] = self.ema.state_dict()
         if rng_per_rank is not None and len(rng_per_rank) > 1:
             state["rng_per_rank"] = list(rng_per_rank)
         if self.optimizer is not None:
@@ -103,9 +111,12 @@ class Checkpointer:
         The hyperparameters (each parameter group's lr, momentum, weight decay; the schedule's base lrs, policy,
         steps, warm-up) stay the ones this run's optimizer and scheduler were built with from the config, the
         checkpoint gives the state (momentum buffers, Adam moments, the iteration): with an unchanged config
-        they are the checkpoint's own, bit for bit; a change the caller allowed takes effect from here on."""
+        they are the checkpoint's own, bit for bit; a change the caller allowed takes effect from here on.
+        The raw weights come from `model_raw` when the checkpoint has an EMA; this run's EMA (if any) continues the
+        checkpoint's average, or starts one from the raw weights."""
         model = unwrap_model(self.model)
-        problem = state_dict_mismatch(model, state["model"])
+        raw = state.get("model_raw", state["model"])
+        problem = state_dict_mismatch(model, raw)
         if problem:
             changed = config_differences(state.get("config", ""), self.config_text)
             hint = f"; the config differs from the checkpoint's in {changed}" if changed else ""
@@ -113,7 +124,9 @@ class Checkpointer:
                                   f"({problem}){hint}. Resume with the run's own config ({self.output_dir}/"
                                   f"config.yaml), or start a new run in another OUTPUT_DIR")
         try:
-            model.load_state_dict(state["model"])
+            model.load_state_dict(raw)
+            if self.ema is not None:
+                self._restore_ema(state, path)
             self._restore_optimization(state)
             self._restore_rng(state, path)
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
@@ -123,6 +136,14 @@ class Checkpointer:
         self.extra.update(state.get("extra") or {})
         logger.info("resumed from %s at iteration %d", path, state["iteration"])
         return int(state["iteration"])
+
+    def _restore_ema(self, state: Dict[str, Any], path: str) -> None:
+        if "model_raw" in state:
+            self.ema.load_state_dict(state["model"], state.get("ema"))
+        else:
+            self.ema.load_state_dict(state["model"])
+            logger.info("%s holds no weight EMA: the average starts from its weights at iteration %d", path,
+                        int(state["iteration"]))
 
     def _restore_optimization(self, state: Dict[str, Any]) -> None:
         """The optimizer's state and the scheduler's position from `state`, this run's hyperparameters kept."""

@@ -13,7 +13,8 @@ import torch
 from tqdm import tqdm
 
 from detection.engine.checkpoint import Checkpointer
-from detection.engine.distributed import all_gather_object, any_process, get_world_size, is_main_process, reduce_mean
+from detection.engine.distributed import (all_gather_object, any_process, get_world_size, is_main_process,
+                                          reduce_mean, unwrap_model)
 from detection.utils.atomic_io import atomic_write_text
 from detection.utils.seed import get_rng_states
 
@@ -65,7 +66,8 @@ class Trainer:
     iterations, evaluates with `eval_fn(model) -> dict` every `eval_period` iterations (on every process; the
     metrics come back on rank 0) and, when `best_metric` is set, keeps `model_best.pth` at the best value so far
     (higher is better; remembered across resumes in the checkpoints' `extra`). Stops on a non-finite loss,
-    naming the iteration and the loss terms and keeping the last good checkpoint.
+    naming the iteration and the loss terms and keeping the last good checkpoint. `ema` (a ModelEMA, the
+    checkpointer's) is updated after every optimizer step.
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Trainer:
         eval_period: int = 0,
         progress: bool = True,
         best_metric: str = "",
+        ema=None,
     ):
         self.model = model
         self.optimizer = optimizer
@@ -104,6 +107,7 @@ class Trainer:
         self.eval_period = int(eval_period)
         self.progress = progress and is_main_process()
         self.best_metric = best_metric
+        self.ema = ema
         self.last_good_checkpoint: Optional[str] = None
         self.history: List[Dict[str, float]] = []
 
@@ -190,6 +194,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(unwrap_model(self.model))
         reduced = reduce_mean({k: v.detach() for k, v in losses.items()})
         values = {k: float(v) for k, v in reduced.items()}
         values["total_loss"] = sum(values.values())

@@ -25,7 +25,8 @@ from torch import nn
 from detection.export.symbolics import OPSET, register_onnx_symbolics
 from detection.export.traceable import INPUT_NAMES, OUTPUT_NAMES, export_module
 
-__all__ = ["ONNX_PACKAGES", "require", "export_onnx", "onnx_session", "run_onnx", "onnx_metadata"]
+__all__ = ["ONNX_PACKAGES", "require", "export_onnx", "onnx_session", "run_onnx", "onnx_metadata",
+           "soft_nms_refusal"]
 
 #: the pinned versions (requirements.txt)
 ONNX_PACKAGES = {"onnx": "onnx==1.23.2", "onnxruntime": "onnxruntime==1.32.0"}
@@ -42,10 +43,21 @@ def require(name: str):
                           f"{ONNX_PACKAGES[name]} (pinned in requirements.txt)") from exc
 
 
+def soft_nms_refusal(method: str) -> str:
+    """The one-line reason an ONNX export of a detector with Soft-NMS (TEST.NMS_METHOD `method`) is refused."""
+    return (f"TEST.NMS_METHOD is {method!r}: ONNX has no Soft-NMS operator, so the exported graph could only apply "
+            f"hard NMS, which would change the detections. Export with --set TEST.NMS_METHOD hard (hard NMS in the "
+            f"graph), or to torch.export (--format torch-export), which keeps Soft-NMS")
+
+
 def export_onnx(model: nn.Module, path: str, example: torch.Tensor, class_names: Sequence[str] = (),
                 metadata: Optional[Dict[str, str]] = None, opset: int = OPSET) -> str:
     """Trace `model` (eval mode) on `example` [3, H, W] and write the ONNX file at `path` (see the module
-    docstring), with class_names (JSON) and `metadata` in the model's metadata_props. Returns path."""
+    docstring), with class_names (JSON) and `metadata` in the model's metadata_props. Returns path. A detector
+    whose final NMS is Soft-NMS is refused (ValueError naming TEST.NMS_METHOD) before tracing."""
+    method = getattr(getattr(model, "roi_heads", None), "nms_method", "hard")
+    if method != "hard":
+        raise ValueError(soft_nms_refusal(method))
     onnx = require("onnx")
     register_onnx_symbolics()
     net = export_module(model)

@@ -89,39 +89,58 @@ def build_faster_rcnn(cfg, num_classes: Optional[int] = None, reported_classes: 
         nms_thresh=(tr.RPN_NMS_THRESH, te.RPN_NMS_THRESH), min_size=(tr.RPN_MIN_SIZE, te.RPN_MIN_SIZE),
         allowed_border=tr.RPN_ALLOWED_BORDER, smooth_l1_beta=m.RPN.SMOOTH_L1_BETA,
         clobber_positives=tr.RPN_CLOBBER_POSITIVES, min_size_scaled=m.RPN.MIN_SIZE_SCALED)
-    if m.ROI_HEADS.BOX_HEAD == "mlp":
-        from detection.modeling.box_head import MLPBoxHead
-
-        box_head = MLPBoxHead(channels, pooler_size, m.ROI_HEADS.MLP_DIM)
-        head_channels = box_head.out_channels
-    elif m.ROI_HEADS.BOX_HEAD == "convfc":
-        from detection.modeling.box_head import ConvFCBoxHead
-
-        box_head = ConvFCBoxHead(channels, pooler_size, m.ROI_HEADS.CONV_DIMS, (m.ROI_HEADS.MLP_DIM,),
-                                 m.ROI_HEADS.CONV_NORM)
-        head_channels = box_head.out_channels
-    elif m.NECK == "fpn":
-        raise ConfigError("MODEL.NECK fpn pools 256-channel pyramid levels: MODEL.ROI_HEADS.BOX_HEAD must be 'mlp' "
-                          "or 'convfc', not 'backbone' (the backbone's last stage is part of the pyramid)")
-    else:
-        box_head, head_channels = bb.head, bb.head_channels
+    box_head, head_channels = _box_head(cfg, bb, channels, pooler_size)
     num_classes = num_classes or resolve_num_classes(cfg)
-    roi_heads = RoIHeads(
-        box_head, head_channels, num_classes, pooler_size,
+    common = dict(
         spatial_scale=1.0 / cfg.FEAT_STRIDE, pooling_mode=cfg.POOLING_MODE,
-        sampling_ratio=cfg.POOLING_SAMPLING_RATIO, aligned=cfg.POOLING_ALIGNED,
-        class_agnostic=m.CLASS_AGNOSTIC_BBOX_REG, batch_size_per_image=tr.BATCH_SIZE,
-        fg_fraction=tr.FG_FRACTION, fg_thresh=tr.FG_THRESH, bg_thresh_hi=tr.BG_THRESH_HI,
-        bg_thresh_lo=tr.BG_THRESH_LO, bbox_means=tr.BBOX_NORMALIZE_MEANS, bbox_stds=tr.BBOX_NORMALIZE_STDS,
-        smooth_l1_beta=m.ROI_HEADS.SMOOTH_L1_BETA, score_thresh=te.SCORE_THRESH, nms_thresh=te.NMS,
-        detections_per_image=te.DETECTIONS_PER_IMAGE, pooler=pooler,
-        bbox_reg_weights=m.ROI_HEADS.BBOX_REG_WEIGHTS or None, min_box_size=te.DETECTION_MIN_SIZE,
-        reported_classes=reported_classes)
+        sampling_ratio=cfg.POOLING_SAMPLING_RATIO, aligned=cfg.POOLING_ALIGNED, batch_size_per_image=tr.BATCH_SIZE,
+        fg_fraction=tr.FG_FRACTION, bg_thresh_lo=tr.BG_THRESH_LO, bbox_means=tr.BBOX_NORMALIZE_MEANS,
+        bbox_stds=tr.BBOX_NORMALIZE_STDS, smooth_l1_beta=m.ROI_HEADS.SMOOTH_L1_BETA, score_thresh=te.SCORE_THRESH,
+        nms_thresh=te.NMS, detections_per_image=te.DETECTIONS_PER_IMAGE, pooler=pooler,
+        min_box_size=te.DETECTION_MIN_SIZE, reported_classes=reported_classes, nms_method=te.NMS_METHOD,
+        soft_nms_sigma=te.SOFT_NMS_SIGMA, soft_nms_min_score=te.SOFT_NMS_MIN_SCORE)
+    if m.ROI_HEADS.NAME == "cascade":
+        from detection.modeling.cascade_heads import build_cascade_heads
+
+        roi_heads = build_cascade_heads(cfg, box_head, lambda: _box_head(cfg, bb, channels, pooler_size, True)[0],
+                                        head_channels, num_classes, pooler_size, **common)
+    else:
+        roi_heads = RoIHeads(box_head, head_channels, num_classes, pooler_size,
+                             class_agnostic=m.CLASS_AGNOSTIC_BBOX_REG, fg_thresh=tr.FG_THRESH,
+                             bg_thresh_hi=tr.BG_THRESH_HI, bbox_reg_weights=m.ROI_HEADS.BBOX_REG_WEIGHTS or None,
+                             **common)
     preprocess = ImagePreprocessor(
         cfg.PIXEL_MEANS, cfg.PIXEL_STDS, test_min_size=te.SCALES[0], test_max_size=te.MAX_SIZE,
         train_min_sizes=tr.SCALES, train_max_size=tr.MAX_SIZE, resize_rule=cfg.INPUT.RESIZE_RULE,
         size_divisibility=int(cfg.INPUT.SIZE_DIVISIBILITY) or stride)
     return FasterRCNN(trunk, rpn, roi_heads, preprocess)
+
+
+def _box_head(cfg, bb, channels: int, pooler_size: int, copy_backbone_head: bool = False):
+    """(per-RoI box head, its output width) of MODEL.ROI_HEADS.BOX_HEAD: a new MLP or conv+fc head, or the
+    backbone's own last stage (C4; `copy_backbone_head`: a copy of it, for the cascade's later stages)."""
+    from detection.config import ConfigError
+
+    m = cfg.MODEL
+    if m.ROI_HEADS.BOX_HEAD == "mlp":
+        from detection.modeling.box_head import MLPBoxHead
+
+        head = MLPBoxHead(channels, pooler_size, m.ROI_HEADS.MLP_DIM)
+        return head, head.out_channels
+    if m.ROI_HEADS.BOX_HEAD == "convfc":
+        from detection.modeling.box_head import ConvFCBoxHead
+
+        head = ConvFCBoxHead(channels, pooler_size, m.ROI_HEADS.CONV_DIMS, (m.ROI_HEADS.MLP_DIM,),
+                             m.ROI_HEADS.CONV_NORM)
+        return head, head.out_channels
+    if m.NECK == "fpn":
+        raise ConfigError("MODEL.NECK fpn pools 256-channel pyramid levels: MODEL.ROI_HEADS.BOX_HEAD must be 'mlp' "
+                          "or 'convfc', not 'backbone' (the backbone's last stage is part of the pyramid)")
+    if copy_backbone_head:  # pretrained, like the first stage's, but trained apart
+        import copy
+
+        return copy.deepcopy(bb.head), bb.head_channels
+    return bb.head, bb.head_channels
 
 
 def _fpn_parts(cfg, bb):

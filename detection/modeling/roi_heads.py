@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detection.modeling.box_coder import BoxCoder, box_sides_at_least, clip_boxes
+from detection.modeling.class_nms import check_nms_method, class_nms
 from detection.modeling.sampling import BalancedSampler, Matcher, rank_in_group
-from detection.ops import RoIAlign, RoIPool, batched_nms, box_iou
+from detection.ops import RoIAlign, RoIPool, box_iou
 from detection.ops.shapes import tracing
 
 
@@ -31,6 +32,8 @@ class RoIHeads(nn.Module):
         bbox_means, bbox_stds: target normalisation (t - mean) / std.
         smooth_l1_beta: of the box loss (1.0, py-faster-rcnn sigma = 1).
         score_thresh, nms_thresh, detections_per_image: eval post-processing (per-class NMS).
+        nms_method: the per-class NMS: 'hard', or Soft-NMS 'linear' (nms_thresh is its IoU threshold) or
+            'gaussian' with soft_nms_sigma; soft_nms_min_score drops decayed boxes (detection/modeling/class_nms.py).
         add_gt_as_proposals: append the gt boxes to the proposals in training (py-faster-rcnn).
         pooler: a module (features, rois [R, 5]) -> [R, Cf, P, P] replacing pooling_mode's single-map pooler
             (MultiScaleRoIAlign for a pyramid).
@@ -49,7 +52,8 @@ class RoIHeads(nn.Module):
                  score_thresh: float = 0.05, nms_thresh: float = 0.3, detections_per_image: int = 100,
                  add_gt_as_proposals: bool = True, pooler: Optional[nn.Module] = None,
                  bbox_reg_weights: Optional[Sequence[float]] = None, min_box_size: float = 1e-3,
-                 reported_classes: Optional[Sequence[bool]] = None):
+                 reported_classes: Optional[Sequence[bool]] = None, nms_method: str = "hard",
+                 soft_nms_sigma: float = 0.5, soft_nms_min_score: float = 0.001):
         super().__init__()
         if pooler is not None:
             self.pooler = pooler
@@ -76,6 +80,9 @@ class RoIHeads(nn.Module):
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
         self.detections_per_image = detections_per_image
+        self.nms_method = check_nms_method(nms_method)
+        self.soft_nms_sigma = float(soft_nms_sigma)
+        self.soft_nms_min_score = float(soft_nms_min_score)
         self.min_box_size = float(min_box_size)
         if reported_classes is not None and len(reported_classes) != num_classes:
             raise ValueError(f"reported_classes has {len(reported_classes)} entries for {num_classes} classes")
@@ -85,7 +92,8 @@ class RoIHeads(nn.Module):
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, class_agnostic={self.class_agnostic}, "
                 f"batch_size_per_image={self.sampler.batch_size_per_image}, score_thresh={self.score_thresh}, "
-                f"nms_thresh={self.nms_thresh}, detections_per_image={self.detections_per_image}")
+                f"nms_thresh={self.nms_thresh}, detections_per_image={self.detections_per_image}"
+                + ("" if self.nms_method == "hard" else f", nms_method={self.nms_method}"))
 
     def forward(self, features: Union[Tensor, Mapping[str, Tensor]], proposals: Tensor, proposal_valid: Tensor,
                 image_sizes: Tensor, gt_boxes: Optional[Tensor] = None, gt_labels: Optional[Tensor] = None,
@@ -156,15 +164,24 @@ class RoIHeads(nn.Module):
     @torch.no_grad()
     def detections(self, cls_logits: Tensor, box_deltas: Tensor, rois: Tensor, image_sizes: Tensor,
                    final_nms: bool = True) -> List[Dict[str, Tensor]]:
-        """Softmax, per-class decode, clip, score threshold, per-class NMS and top-k (unless not `final_nms`:
-        all candidates by decreasing score), for all images at once."""
-        r, c = cls_logits.shape
+        """Softmax, then `detections_from_probs` with this head's box coder."""
+        return self.detections_from_probs(F.softmax(cls_logits, dim=1), box_deltas, rois, image_sizes, final_nms)
+
+    @torch.no_grad()
+    def detections_from_probs(self, probs: Tensor, box_deltas: Tensor, rois: Tensor, image_sizes: Tensor,
+                              final_nms: bool = True, box_coder: Optional[BoxCoder] = None
+                              ) -> List[Dict[str, Tensor]]:
+        """Class probabilities probs [R, C] (background column 0) and deltas [R, 4 or 4C] of rois [R, 5]: per-class
+        decode (by `box_coder`, default this head's), clip, score threshold, per-class NMS (hard or Soft-NMS) and
+        top-k (unless not `final_nms`: all candidates by decreasing score), for all images at once."""
+        r, c = probs.shape
         k = c - 1  # foreground classes
-        scores = F.softmax(cls_logits, dim=1)[:, 1:]  # [R, K]
+        scores = probs[:, 1:]  # [R, K]
         deltas = box_deltas.view(r, box_deltas.shape[1] // 4, 4)
         deltas = deltas.expand(r, k, 4) if self.class_agnostic else deltas[:, 1:]
         image_idx = rois[:, 0].long()
-        boxes = clip_boxes(self.box_coder.decode(deltas, rois[:, None, 1:]), image_sizes[image_idx])
+        coder = self.box_coder if box_coder is None else box_coder
+        boxes = clip_boxes(coder.decode(deltas, rois[:, None, 1:]), image_sizes[image_idx])
         labels = torch.arange(1, c, device=scores.device).expand(r, k)
         keep = (scores > self.score_thresh) & box_sides_at_least(boxes, self.min_box_size)
         ri, ci = keep.nonzero(as_tuple=True)  # found once: one host sync on a GPU (row-major, as boxes[keep])
@@ -173,12 +190,13 @@ class RoIHeads(nn.Module):
         if tracing():  # one image (export): per-class NMS, top-k, no split
             if b != 1:
                 raise ValueError(f"traced RoI heads take one image, got {b}")
-            kept = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_image]
+            kept, scores = self._class_nms(boxes, scores, labels)
+            kept = kept[: self.detections_per_image]
             if self.reported_classes is not None:
                 kept = kept[self.reported_classes[labels[kept]]]
             return [{"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept]}]
         if final_nms:
-            kept = batched_nms(boxes, scores, image_idx * c + labels, self.nms_thresh)  # by decreasing score
+            kept, scores = self._class_nms(boxes, scores, image_idx * c + labels)  # by decreasing score
             selected = rank_in_group(image_idx[kept]) < self.detections_per_image
         else:
             kept = torch.argsort(scores, descending=True, stable=True)
@@ -192,3 +210,8 @@ class RoIHeads(nn.Module):
         kept = kept[torch.sort(key, stable=True).indices[:sum(counts)]]
         return [{"boxes": bx, "scores": s, "labels": lab} for bx, s, lab in
                 zip(boxes[kept].split(counts), scores[kept].split(counts), labels[kept].split(counts))]
+
+    def _class_nms(self, boxes: Tensor, scores: Tensor, groups: Tensor) -> Tuple[Tensor, Tensor]:
+        """(kept indices by decreasing score, scores with the kept ones decayed under Soft-NMS)."""
+        return class_nms(boxes, scores, groups, self.nms_thresh, self.nms_method, self.soft_nms_sigma,
+                         self.soft_nms_min_score)

@@ -7,7 +7,8 @@
 Every view (each shortest-side scale in `scales`, each with and without a horizontal flip) runs the detector with
 its final NMS off, so it returns every score-thresholded candidate; the candidates are mapped back to the
 original image (boxes xyxy, original pixels), pooled, and one per-class NMS + top-k picks the detections: the
-py-faster-rcnn / detectron2 rule of merging before NMS rather than voting over already-suppressed outputs.
+py-faster-rcnn / detectron2 rule of merging before NMS rather than voting over already-suppressed outputs. The
+merge's NMS is the model's own (TEST.NMS_METHOD: hard or Soft-NMS, detection/modeling/class_nms.py).
 The wrapped detector is never modified.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Dict, List, Sequence
 import torch
 from torch import nn
 
-from detection.ops import batched_nms
+from detection.modeling.class_nms import check_nms_method, class_nms
 
 __all__ = ["DetectorWithTTA", "ClassifierWithTenCrop", "build_tta", "flip_boxes", "merge_detections"]
 
@@ -27,14 +28,17 @@ def flip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
     return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
 
 
-def merge_detections(views: Sequence[Dict[str, torch.Tensor]], nms_thresh: float, max_dets: int
+def merge_detections(views: Sequence[Dict[str, torch.Tensor]], nms_thresh: float, max_dets: int,
+                     nms_method: str = "hard", soft_nms_sigma: float = 0.5, soft_nms_min_score: float = 0.001
                      ) -> Dict[str, torch.Tensor]:
     """Pool one image's candidates from several views (same image coordinates) and keep the per-class NMS
-    survivors, at most `max_dets`, by decreasing score. views: dicts of boxes [M_i, 4], scores [M_i], labels [M_i]."""
+    survivors (hard, or Soft-NMS with decayed scores: `class_nms`), at most `max_dets`, by decreasing score.
+    views: dicts of boxes [M_i, 4], scores [M_i], labels [M_i]."""
     boxes = torch.cat([v["boxes"] for v in views])
     scores = torch.cat([v["scores"] for v in views])
     labels = torch.cat([v["labels"] for v in views])
-    keep = batched_nms(boxes, scores, labels, nms_thresh)[:max_dets]
+    keep, scores = class_nms(boxes, scores, labels, nms_thresh, nms_method, soft_nms_sigma, soft_nms_min_score)
+    keep = keep[:max_dets]
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 
 
@@ -45,11 +49,13 @@ class DetectorWithTTA(nn.Module):
         model: a detector whose eval forward takes ``test_min_size=`` and ``final_nms=`` (FasterRCNN).
         scales: shortest-side sizes of the views. flip: also run every scale on the mirrored image.
         nms_thresh, detections_per_image: the merge's per-class NMS IoU and top-k (TEST.NMS,
-            TEST.DETECTIONS_PER_IMAGE).
+            TEST.DETECTIONS_PER_IMAGE). nms_method, soft_nms_sigma, soft_nms_min_score: hard NMS or Soft-NMS
+            (TEST.NMS_METHOD, TEST.SOFT_NMS_SIGMA, TEST.SOFT_NMS_MIN_SCORE).
     """
 
     def __init__(self, model: nn.Module, scales: Sequence[int], flip: bool, nms_thresh: float,
-                 detections_per_image: int):
+                 detections_per_image: int, nms_method: str = "hard", soft_nms_sigma: float = 0.5,
+                 soft_nms_min_score: float = 0.001):
         super().__init__()
         if not scales:
             raise ValueError("test-time augmentation needs at least one scale")
@@ -58,6 +64,9 @@ class DetectorWithTTA(nn.Module):
         self.flip = bool(flip)
         self.nms_thresh = float(nms_thresh)
         self.detections_per_image = int(detections_per_image)
+        self.nms_method = check_nms_method(nms_method)
+        self.soft_nms_sigma = float(soft_nms_sigma)
+        self.soft_nms_min_score = float(soft_nms_min_score)
 
     @torch.no_grad()
     def forward(self, images: List[torch.Tensor]) -> List[Dict[str, torch.Tensor]]:
@@ -69,10 +78,11 @@ class DetectorWithTTA(nn.Module):
                     if flipped:
                         out = {**out, "boxes": flip_boxes(out["boxes"], images[i].shape[-1])}
                     per_image[i].append(out)
-        return [merge_detections(views, self.nms_thresh, self.detections_per_image) for views in per_image]
+        return [merge_detections(views, self.nms_thresh, self.detections_per_image, self.nms_method,
+                                 self.soft_nms_sigma, self.soft_nms_min_score) for views in per_image]
 
     def extra_repr(self) -> str:
-        return f"scales={self.scales}, flip={self.flip}, nms_thresh={self.nms_thresh}"
+        return f"scales={self.scales}, flip={self.flip}, nms_thresh={self.nms_thresh}, nms_method={self.nms_method}"
 
 
 class ClassifierWithTenCrop(nn.Module):
@@ -105,7 +115,9 @@ def build_tta(cfg, model: nn.Module) -> nn.Module:
         if scales[0] == getattr(getattr(model, "preprocess", None), "test_min_size", None):
             return model
         return _SingleScale(model, scales[0])
-    return DetectorWithTTA(model, scales, bool(cfg.TEST.FLIP), float(cfg.TEST.NMS), int(cfg.TEST.DETECTIONS_PER_IMAGE))
+    t = cfg.TEST
+    return DetectorWithTTA(model, scales, bool(t.FLIP), float(t.NMS), int(t.DETECTIONS_PER_IMAGE), t.NMS_METHOD,
+                           float(t.SOFT_NMS_SIGMA), float(t.SOFT_NMS_MIN_SCORE))
 
 
 class _SingleScale(nn.Module):

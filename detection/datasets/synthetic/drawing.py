@@ -232,15 +232,23 @@ class _Spec:
     size: float
     truncate: bool
     difficult: bool
+    cluster: bool = False  # placed over or against an object placed before it (DetectionParams.p_cluster)
 
 
 def _place(rng, h, w, spec: _Spec, placed: list, labelmap: np.ndarray, max_same_iou: float,
            max_occlusion: float, tries: int = 30):
     """Find a position for one object; returns (full_mask [h, w] bool, truncated) or None."""
-    for _ in range(tries):
+    for attempt in range(tries):
         patch = _shape_patch(rng, spec.shape, spec.size)
         ph, pw = patch.shape
-        if spec.truncate or pw > w or ph > h:
+        if spec.cluster and placed and attempt < tries - 10 and not (spec.truncate or pw > w or ph > h):
+            # centred in an earlier object's box grown by half this patch: the two overlap or touch
+            bx1, by1, bx2, by2 = placed[int(rng.integers(0, len(placed)))]["box"]
+            cx = rng.uniform(bx1 - pw / 2, bx2 + pw / 2)
+            cy = rng.uniform(by1 - ph / 2, by2 + ph / 2)
+            x0 = int(np.clip(round(cx - pw / 2), 0, w - pw))
+            y0 = int(np.clip(round(cy - ph / 2), 0, h - ph))
+        elif spec.truncate or pw > w or ph > h:
             side = int(rng.integers(0, 4))
             cut = rng.uniform(0.15, 0.55)
             if side in (0, 1):  # left / right
@@ -320,7 +328,7 @@ def _render_scene(rng, h, w, specs: Sequence[_Spec], distractors: Sequence[str],
             if a.truncated and not (a.box[0] == 0 or a.box[1] == 0 or a.box[2] == w or a.box[3] == h):
                 return None  # the border part got occluded: the box would not show the truncation
             for b in objects[i + 1:]:
-                if a.label == b.label and _box_iou(a.box, b.box) >= 0.5:
+                if a.label == b.label and _box_iou(a.box, b.box) >= max(0.5, max_same_iou + 0.1):
                     return None
     final = canvas
     if noise:
@@ -351,10 +359,11 @@ def render_detection_image(params: DetectionParams, image_id: int) -> SyntheticI
             else:
                 size = math.exp(rng.uniform(math.log(min_size), math.log(max_size)))
             truncate = bool(not difficult and rng.random() < params.p_truncated)
-            specs.append(_Spec(params.classes[label - 1], label, size, truncate, difficult))
+            cluster = bool(params.p_cluster > 0 and rng.random() < params.p_cluster)  # no draw at 0: same images
+            specs.append(_Spec(params.classes[label - 1], label, size, truncate, difficult, cluster))
         # big objects first, so small ones are placed in the space left and never hidden under a big one
         specs.sort(key=lambda s: -s.size)
-        out = _render_scene(rng, h, w, specs, distractors, params.classes)
+        out = _render_scene(rng, h, w, specs, distractors, params.classes, params.max_same_iou, params.max_occlusion)
         if out is not None and out.objects:
             return out
     raise RuntimeError(f"could not render synthetic image {image_id} with {params}")

@@ -60,6 +60,9 @@ class DetectionParams:
     max_objects: int = 6        # objects per image: uniform in 1..max_objects (fewer if they do not fit)
     p_truncated: float = 0.15   # chance that an object is placed across the image border
     p_difficult: float = 0.06   # chance that an object is tiny (drawn below min_size) and marked difficult
+    max_same_iou: float = 0.4   # two objects of one class overlap with box IoU below this
+    max_occlusion: float = 0.35  # at most this fraction of an object is hidden by later ones
+    p_cluster: float = 0.0      # chance that an object is placed over or against an earlier one (crowds)
 
     def __post_init__(self):
         object.__setattr__(self, "classes", _check_classes(self.classes, 1))
@@ -76,6 +79,10 @@ class DetectionParams:
             raise ValueError("max_objects must be >= 1")
         if len(self.classes) > len(COCO_CATEGORY_IDS):
             raise ValueError(f"at most {len(COCO_CATEGORY_IDS)} classes")
+        if not 0.0 < self.max_same_iou <= 0.9 or not 0.0 <= self.max_occlusion <= 0.6 or \
+                not 0.0 <= self.p_cluster <= 1.0:
+            raise ValueError(f"need 0 < max_same_iou <= 0.9, 0 <= max_occlusion <= 0.6 and 0 <= p_cluster <= 1, "
+                             f"got {self.max_same_iou}, {self.max_occlusion}, {self.p_cluster}")
 
     @property
     def category_ids(self) -> dict:
@@ -84,6 +91,9 @@ class DetectionParams:
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
         d["classes"] = list(self.classes)
+        for name in ("max_same_iou", "max_occlusion", "p_cluster"):  # only when set: earlier manifests still match
+            if d[name] == DetectionParams.__dataclass_fields__[name].default:
+                del d[name]
         return d
 
 
