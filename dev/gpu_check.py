@@ -19,8 +19,12 @@ runs, each step under its own timeout and all within --budget seconds (later ste
   train_fp32     configs/quickstart.yaml for --iters iterations on CUDA: mAP@0.5, iterations/s, peak memory
   train_amp      the same with SOLVER.AMP True (target: mAP at most 0.02 below fp32's; its speed is reported, not
                  judged: the quick start is launch-bound)
+  train_cascade_amp  the same with Cascade R-CNN heads (configs/quickstart_cascade.yaml's keys) under AMP: the three
+                 stages train in float16 on CUDA (mAP@0.5, iterations/s, peak memory)
   torchrun       torchrun --nproc_per_node 1 training (DistributedDataParallel over nccl)
   bench_ops      dev/benchmark_ops.py --device cuda (ours vs torchvision's CUDA ops)
+  bench_soft_nms dev/benchmark_soft_nms.py --device cuda (Soft-NMS against hard NMS, and the CUDA kernel against
+                 the CPU one called from CUDA tensors: where it pays)
   batch_scaling  dev/benchmark_batch_scaling.py: R50-FPN 800x1333, batch 2 / 8 / 16, fp32 and AMP, training and
                  inference, img/s and peak memory vs torchvision (targets: AMP training at batch >= 8 no slower
                  than fp32, no row slower than torchvision)
@@ -85,7 +89,8 @@ def parse_args(argv=None):
     p.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help="seconds for all steps (default 480)")
     p.add_argument("--steps", default="", help=f"comma-separated subset of: {','.join(STEP_NAMES)}")
     p.add_argument("--skip", default="", help="comma-separated steps to leave out")
-    p.add_argument("--iters", type=int, default=200, help="training iterations of train_fp32 / train_amp")
+    p.add_argument("--iters", type=int, default=200,
+                   help="training iterations of train_fp32 / train_amp / train_cascade_amp")
     p.add_argument("--dry-run", action="store_true", help="print the steps and their commands, run nothing")
     args = p.parse_args(argv)
     if args.budget <= 0 or args.iters <= 0:

@@ -102,6 +102,10 @@ def test_commands(ctx: Context) -> List[List[str]]:
              str(TEST_WORKERS), "--", "-q", "-m", "cuda", os.path.join(ROOT, "tests")]]
 
 
+#: Cascade R-CNN heads (configs/quickstart_cascade.yaml's keys)
+CASCADE = ("MODEL.ROI_HEADS.NAME", "cascade", "MODEL.CLASS_AGNOSTIC_BBOX_REG", "True")
+
+
 def train_args(ctx: Context, name: str, iters: int, *extra: str) -> List[str]:
     return ["--cfg", os.path.join(ROOT, "configs", "quickstart.yaml"), "--no-progress",
             "--set", "DEVICE", "cuda", "SOLVER.MAX_ITER", str(iters), "DATA.ROOT", ctx.path("synthetic"),
@@ -134,10 +138,14 @@ def steps() -> List[Step]:
                                         ctx.path("synthetic"), *QUICKSTART_DATASET]]),
         Step("train_fp32", 240, train_commands("train_fp32"), parse=results.parse_train),
         Step("train_amp", 240, train_commands("train_amp", "SOLVER.AMP", "True"), parse=results.parse_train),
+        Step("train_cascade_amp", 240, train_commands("train_cascade_amp", "SOLVER.AMP", "True", *CASCADE),
+             parse=results.parse_train),
         Step("torchrun", 180, torchrun_commands, parse=results.parse_torchrun),
         Step("bench_ops", 180, lambda ctx: [dev_script(ctx, "benchmark_ops.py", "--device", "cuda", "--repeats", "50",
                                                        "--markdown", "--json", ctx.path("bench_ops.json"))],
              parse=results.parse_bench_ops),
+        Step("bench_soft_nms", 120, lambda ctx: [dev_script(ctx, "benchmark_soft_nms.py", "--device", "cuda",
+                                                             "--json", ctx.path("bench_soft_nms.json"))]),
         Step("batch_scaling", 300, lambda ctx: [dev_script(
             ctx, "benchmark_batch_scaling.py", "--device", "cuda", "--size", *FPN_SIZE, "--batches", "2", "8", "16",
             "--precision", "both", "--repeats", "5", "--warmup", "2", "--json", ctx.path("batch_scaling.json"))],

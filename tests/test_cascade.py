@@ -161,6 +161,28 @@ def test_cascade_detectors_train_and_detect_from_the_config(neck):
     check_detections(dets, images, num_classes=(len(CLASSES) if neck == "c4" else 90))
 
 
+def test_cascade_trains_and_detects_under_autocast():
+    """Mixed precision as SOLVER.AMP runs it, on the CPU's bfloat16 autocast (AMP itself is CUDA only; dev/gpu_check
+    trains the cascade in float16 there): every stage's loss finite, every stage's weights get gradients, and the
+    stages' refined boxes (float32 coder on reduced-precision deltas) give valid detections."""
+    from test_detector import check_detections, target
+
+    torch.manual_seed(0)
+    model = build_model(small_cfg()).train()
+    images = [torch.rand(3, 128, 160), torch.rand(3, 96, 128)]
+    targets = [target([[10, 20, 70, 90], [80, 10, 150, 60]], [1, 2]), target([[30, 30, 100, 90]], [3])]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model(images, targets)
+    assert all(torch.isfinite(v) for v in losses.values()) and "loss_box_stage2" in losses
+    sum(losses.values()).backward()
+    for stage in model.roi_heads.refine:
+        assert stage.cls_score.weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        dets = model(images)
+    check_detections(dets, images)
+
+
 @pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v2"])
 def test_every_stage_gets_its_own_copy_of_a_real_backbones_last_stage(backbone):
     """C4 with the backbone's own last stage as box head (ResNet layer4, MobileNetV2 features[14:], frozen

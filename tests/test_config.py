@@ -282,3 +282,10 @@ def test_gen_config_docs_check_mode():
     r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "gen_config_docs.py"), "--check"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".yaml")))
+def test_every_shipped_config_loads_and_validates(name):
+    """Every file in configs/ merges over the defaults (with its _BASE_ chain) and passes the value checks."""
+    cfg = load_config(os.path.join(ROOT, "configs", name))
+    assert cfg.OUTPUT_DIR

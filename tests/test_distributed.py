@@ -17,8 +17,11 @@ FPN = ["MODEL.NECK", "fpn", "MODEL.FPN.IN_STRIDES", "[4,8,16]", "MODEL.FPN.ANCHO
        "POOLING_SIZE", "7"]
 
 
+CASCADE = ["MODEL.ROI_HEADS.NAME", "cascade", "MODEL.CLASS_AGNOSTIC_BBOX_REG", "True"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("neck", [[], FPN], ids=["c4", "fpn"])
+@pytest.mark.parametrize("neck", [[], FPN + CASCADE], ids=["c4", "fpn_cascade"])
 def test_two_process_gloo_training_keeps_identical_weights(tmp_path, neck):
     from detection.datasets.synthetic import DetectionParams, generate_detection_dataset
 

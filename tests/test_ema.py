@@ -136,7 +136,11 @@ def test_train_net_evaluates_and_saves_the_averaged_model(tmp_path, monkeypatch)
     assert len(evaluated) == 1 and all(torch.equal(evaluated[0][k], final["model"][k]) for k in final["model"])
 
 
-def test_kill_and_resume_with_ema_ends_with_the_uninterrupted_runs_average(tmp_path, monkeypatch):
+@pytest.mark.parametrize("heads", [[], ["MODEL.ROI_HEADS.NAME", "cascade", "MODEL.CLASS_AGNOSTIC_BBOX_REG", "True"]],
+                         ids=["standard", "cascade"])
+def test_kill_and_resume_with_ema_ends_with_the_uninterrupted_runs_average(tmp_path, monkeypatch, heads):
+    """Killed after iteration 4 and resumed: the raw weights, the average and its update count equal the
+    uninterrupted run's, with the standard heads and with Cascade R-CNN's three stages."""
     import train_net
     from detection.datasets.synthetic import DetectionParams, generate_detection_dataset
     from detection.engine.trainer import Trainer
@@ -145,7 +149,7 @@ def test_kill_and_resume_with_ema_ends_with_the_uninterrupted_runs_average(tmp_p
     data = tmp_path / "data"
     generate_detection_dataset(str(data), DetectionParams(num_train=6, num_test=2, width=96, height=80, max_objects=2,
                                                           min_size=20, max_size=40), log=lambda m: None)
-    common = ["--no-progress", "--skip-eval", "--set", *EMA]
+    common = ["--no-progress", "--skip-eval", "--set", *EMA, *heads]
     assert train_net.main(["--cfg", write_cfg(tmp_path / "full.yaml", data, tmp_path / "full"), *common]) == 0
     original = Trainer.run_step
 
