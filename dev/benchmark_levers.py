@@ -3,6 +3,7 @@ r"""The accuracy levers against the plain detector, over seeds: Cascade R-CNN, S
 
     python dev/benchmark_levers.py                                   # both sets, seeds 1 2 3, outputs/levers
     python dev/benchmark_levers.py --sets quickstart --seeds 1 --out /tmp/levers --max-iter 20   # a smoke run
+    python dev/benchmark_levers.py --json levers.json --plot docs/images/levers.png     # the table as a picture too
 
 For every set (quickstart: configs/quickstart.yaml on tools/quickstart.py's data; hard: configs/quickstart_hard.yaml
 on the smaller, more crowded and overlapping generated set) and seed, one training at a time:
@@ -63,6 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--time-repeats", type=int, default=3,
                    help="alternating inference passes per variant timed on the first seed's models (default 3)")
     p.add_argument("--json", default=None, help="also write the table's numbers to this JSON file")
+    p.add_argument("--plot", default=None,
+                   help="also draw the table as a PNG: per set and metric, each seed's value and the mean per variant")
     return p.parse_args(argv)
 
 
@@ -186,6 +189,36 @@ def _spread(values) -> str:
     return f"{mean:.3f} ± {sd:.3f} ({min(values):.3f}-{max(values):.3f})"
 
 
+def plot_levers(results: dict, path: str) -> None:
+    """One panel per set and metric (VOC mAP@0.5, COCO AP, COCO AP75): a bar at the mean of every variant, a dot per
+    seed, and a dashed line at the plain detector's mean, so a gain reads against the spread of the seeds."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    metrics = [("mAP50_voc", "VOC mAP@0.5"), ("AP", "COCO AP"), ("AP75", "COCO AP75")]
+    names = [v[0] for v in VARIANTS]
+    sets = list(results["sets"])
+    fig = Figure(figsize=(4.2 * len(metrics), 3.4 * len(sets)), constrained_layout=True)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(sets), len(metrics), squeeze=False)
+    for row, set_name in zip(axes, sets):
+        rows = results["sets"][set_name]["rows"]
+        for ax, (key, label) in zip(row, metrics):
+            values = [[r[key] for r in rows[n]] for n in names]
+            means = [statistics.mean(v) for v in values]
+            ax.bar(range(len(names)), means, color=["#888888"] + ["#4c72b0"] * (len(names) - 1), alpha=0.6)
+            for x, v in enumerate(values):
+                ax.plot([x] * len(v), v, "o", color="black", markersize=3)
+            ax.axhline(means[0], color="#444444", linestyle="--", linewidth=0.8)
+            low = min(min(v) for v in values)
+            high = max(max(v) for v in values)
+            ax.set_ylim(low - 0.4 * (high - low) - 0.01, high + 0.2 * (high - low) + 0.01)
+            ax.set_xticks(range(len(names)))
+            ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+            ax.set_title(f"{set_name}: {label}", fontsize=10)
+    fig.savefig(path, dpi=110)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
@@ -250,6 +283,9 @@ def main(argv=None) -> int:
         print(harness.text_table(["variant", "VOC mAP@0.5", "COCO AP", "COCO AP75", "train", "test"], table))
     if args.json:
         harness.write_json(args.json, results)
+    if args.plot:
+        plot_levers(results, args.plot)
+        print(f"plot: {args.plot}")
     return 0
 
 

@@ -185,3 +185,20 @@ def test_the_profile_counts_host_reads_on_the_cpu():
     rows[0] = dict(rows[0], syncs=38)
     assert profile_launches.missed_targets(rows) == ["host syncs per inference: ours 38 > torchvision 0"]
     assert "| ours | inference, 1 image | 38 (0) | 0 (0) | 0 | 5 | 5 |" in profile_launches.table(rows)
+
+
+# ------------------------------------------------------------------------------------------------ accuracy levers
+def test_levers_spread_and_plot(tmp_path):
+    """The table cell (mean ± sample sd (min-max)) and the picture: one panel per set and metric."""
+    import benchmark_levers
+    from PIL import Image
+
+    assert benchmark_levers._spread([0.5, 0.6, 0.7]) == "0.600 ± 0.100 (0.500-0.700)"
+    assert benchmark_levers._spread([0.25]) == "0.250 ± 0.000 (0.250-0.250)"
+    rows = {v[0]: [{"mAP50_voc": 0.9 + 0.01 * i + 0.001 * s, "AP": 0.7 + 0.01 * i, "AP75": 0.8 - 0.01 * s}
+                   for s in range(3)] for i, v in enumerate(benchmark_levers.VARIANTS)}
+    results = {"sets": {"quickstart": {"rows": rows}, "hard": {"rows": rows}}}
+    path = tmp_path / "levers.png"
+    benchmark_levers.plot_levers(results, str(path))
+    width, height = Image.open(path).size
+    assert width > height > 500  # 2 sets x 3 metrics at 110 dpi: about 1390 x 750
