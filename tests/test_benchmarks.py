@@ -202,3 +202,17 @@ def test_levers_spread_and_plot(tmp_path):
     benchmark_levers.plot_levers(results, str(path))
     width, height = Image.open(path).size
     assert width > height > 500  # 2 sets x 3 metrics at 110 dpi: about 1390 x 750
+
+
+def test_soft_nms_benchmark_rows_and_missing_cuda(tmp_path, capsys):
+    import benchmark_soft_nms
+
+    out = tmp_path / "soft.json"
+    assert benchmark_soft_nms.main(["--device", "cpu", "--repeats", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["cpu"]["rows"]
+    assert [(r[1], r[2]) for r in rows] == [(f"{n} boxes, {c} classes", m) for n, c in benchmark_soft_nms.SIZES
+                                            for m in ("linear", "gaussian")]
+    assert "| cpu | 300 boxes, 3 classes | linear |" in capsys.readouterr().out
+    if not torch.cuda.is_available():
+        assert benchmark_soft_nms.main(["--device", "cuda"]) == 2
+        assert "no CUDA device is visible" in capsys.readouterr().err
