@@ -410,7 +410,10 @@ def test_a_crashing_test_is_named_and_the_others_still_run(tmp_path, monkeypatch
     (tmp_path / "tests" / "test_crashing.py").write_text(CRASHING_TESTS)
     junit = tmp_path / "junit.xml"
     monkeypatch.setattr(gpu_tests.importlib.util, "find_spec", lambda name: None)  # no pytest-xdist: the fallback
-    code = gpu_tests.main(["--junit", str(junit), "--", "-q", "-p", "no:faulthandler", str(tmp_path / "tests")])
+    # --rootdir: test ids relative to the crashing tests' folder wherever the checkout is (pytest otherwise takes the
+    # common ancestor of its working directory, the checkout, and tmp_path: "/tmp" for a clone under /tmp)
+    code = gpu_tests.main(["--junit", str(junit), "--", "-q", "-p", "no:faulthandler", "--rootdir",
+                           str(tmp_path / "tests"), str(tmp_path / "tests")])
     assert code == 1
     report = gpu_results.json_line(capsys.readouterr().out, "GPU_CHECK_TESTS")
     assert report["crashed"] == ["test_crashing.py::test_segfault", "test_crashing.py::test_aborts[2]"]
