@@ -453,18 +453,25 @@ def overfit(model, images, targets, iterations: int):
         model.eval()
 
 
-def test_overfit_generated_images():
+def overfit_and_score(model, images, targets, iterations: int, name: str, bound: float, iou_thresh: float = 0.5):
+    """`overfit`, then the VOC AP (all-point) of the model's detections on the same images at `iou_thresh`,
+    reported as the learned quality `name` (tests/learned.py) and asserted >= `bound`; returns voc_evaluate's dict."""
     from detection.evaluation.voc import voc_evaluate
 
+    losses, train_s = overfit(model, images, targets, iterations)
+    with torch.no_grad():
+        dets = model(images)
+    result = voc_evaluate(dets, targets, CLASSES, iou_thresh=iou_thresh, use_07_metric=False)
+    print(f"{name}: mAP@{iou_thresh} {result['mAP']:.3f} after {iterations} iterations in {train_s:.1f} s; "
+          f"last losses { {k: round(v.item(), 4) for k, v in losses.items()} }")
+    learned.report(name, result["mAP"], bound)
+    assert math.isfinite(result["mAP"]) and result["mAP"] >= bound, result["AP"]
+    return result
+
+
+def test_overfit_generated_images():
     torch.manual_seed(0)
     images, targets = synthetic_images(4, seed=0)
     model = make_model(seed=0, **{"TRAIN.USE_FLIPPED": False})
     iters = 150  # mAP reaches 1.0 after ~75 iterations for seeds 0, 1, 2
-    losses, train_s = overfit(model, images, targets, iters)
-    with torch.no_grad():
-        dets = model(images)
-    result = voc_evaluate(dets, targets, CLASSES, iou_thresh=0.5, use_07_metric=False)
-    print(f"overfit: mAP@0.5 {result['mAP']:.3f} after {iters} iterations in {train_s:.1f} s; "
-          f"last losses { {k: round(v.item(), 4) for k, v in losses.items()} }")
-    learned.report("detector_overfit_mAP", result["mAP"], OVERFIT_MAP)
-    assert math.isfinite(result["mAP"]) and result["mAP"] >= OVERFIT_MAP, result["AP"]
+    overfit_and_score(model, images, targets, iters, "detector_overfit_mAP", OVERFIT_MAP)

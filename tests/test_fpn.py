@@ -4,7 +4,6 @@ box heads and coder, the state-dict key map; then the FPN detector's contract (m
 errors) and the placeholder ('N/A') labels."""
 from collections import OrderedDict
 
-import learned
 import pytest
 import torch
 import torchvision
@@ -13,7 +12,6 @@ from torchvision.models.detection._utils import BoxCoder as TVBoxCoder
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, TwoMLPHead
 from torchvision.models.detection.image_list import ImageList
-from torchvision.ops import misc as tv_misc
 from torchvision.ops import poolers as tv_poolers
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork as TVFPN, LastLevelMaxPool
 
@@ -290,22 +288,13 @@ FPN_OVERFIT_MAP = 0.9
 
 
 def test_fpn_overfits_generated_images():
-    import math
-
-    from detection.evaluation.voc import voc_evaluate
-    from test_detector import CLASSES, overfit, synthetic_images
+    from test_detector import CLASSES, overfit_and_score, synthetic_images
 
     torch.manual_seed(0)
     images, targets = synthetic_images(4, seed=0)
     model = build_model(fpn_cfg(**{"TRAIN.USE_FLIPPED": False, "DATA.CLASSES": list(CLASSES)}))
     iters = 80  # mAP 1.0 after 60 for seeds 0, 1, 2
-    _, train_s = overfit(model, images, targets, iters)
-    with torch.no_grad():
-        dets = model(images)
-    result = voc_evaluate(dets, targets, CLASSES, iou_thresh=0.5, use_07_metric=False)
-    print(f"FPN overfit: mAP@0.5 {result['mAP']:.3f} after {iters} iterations in {train_s:.1f} s")
-    learned.report("fpn_overfit_mAP", result["mAP"], FPN_OVERFIT_MAP)
-    assert math.isfinite(result["mAP"]) and result["mAP"] >= FPN_OVERFIT_MAP, result["AP"]
+    overfit_and_score(model, images, targets, iters, "fpn_overfit_mAP", FPN_OVERFIT_MAP)
 
 
 def test_coco_records_under_torchvision_labels_map_categories_by_name(tmp_path):
