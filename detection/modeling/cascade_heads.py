@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detection.modeling.box_coder import BoxCoder, clip_boxes
-from detection.modeling.roi_heads import RoIHeads
+from detection.modeling.roi_heads import RoIHeads, at_least_one_gt_row, proposal_rois
 from detection.modeling.sampling import Matcher
 from detection.ops import box_iou
 
@@ -99,8 +99,7 @@ class CascadeRoIHeads(RoIHeads):
             if gt_boxes is None or gt_labels is None:
                 raise ValueError("CascadeRoIHeads needs gt_boxes and gt_labels in training")
             return None, self._train_losses(features, proposals, proposal_valid, image_sizes, gt_boxes, gt_labels)
-        bi, pi = proposal_valid.nonzero(as_tuple=True)
-        rois = torch.cat([bi[:, None].to(proposals.dtype), proposals[bi, pi]], dim=1)
+        rois = proposal_rois(proposals, proposal_valid)
         probs, deltas = None, None
         for s in range(self.num_stages):
             if s:
@@ -148,9 +147,7 @@ class CascadeRoIHeads(RoIHeads):
     def stage_targets(self, stage: int, rois: Tensor, gt_boxes: Tensor, gt_labels: Tensor) -> Tuple[Tensor, Tensor]:
         """Labels [R] (0 = background) and the stage's normalised targets [R, 4] (zeros for background) of rois
         [R, 5]: each matched to its image's best ground-truth box, foreground at IoU >= the stage's threshold."""
-        if gt_labels.shape[1] == 0:  # no gt in the whole batch: one padding row keeps the indexing uniform
-            b = gt_labels.shape[0]
-            gt_boxes, gt_labels = gt_boxes.new_zeros((b, 1, 4)), gt_labels.new_zeros((b, 1))
+        gt_boxes, gt_labels = at_least_one_gt_row(gt_boxes, gt_labels)
         bi = rois[:, 0].long()
         boxes = rois[:, 1:]
         own_gt = gt_boxes[bi]  # [R, G, 4]: each RoI against its own image's ground truth

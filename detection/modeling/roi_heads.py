@@ -17,6 +17,22 @@ from detection.ops import RoIAlign, RoIPool, box_iou
 from detection.ops.shapes import tracing
 
 
+def proposal_rois(proposals: Tensor, valid: Tensor) -> Tensor:
+    """The valid proposals of a padded batch, proposals [B, P, 4] and valid [B, P], as rois [R, 5] (batch index,
+    x1, y1, x2, y2), image-major."""
+    bi, pi = valid.nonzero(as_tuple=True)
+    return torch.cat([bi[:, None].to(proposals.dtype), proposals[bi, pi]], dim=1)
+
+
+def at_least_one_gt_row(gt_boxes: Tensor, gt_labels: Tensor) -> Tuple[Tensor, Tensor]:
+    """Padded ground truth [B, G, 4] / [B, G] with G >= 1: a batch without any box gets one padding row (label 0),
+    which keeps the matching's indexing uniform."""
+    if gt_labels.shape[1]:
+        return gt_boxes, gt_labels
+    b = gt_labels.shape[0]
+    return gt_boxes.new_zeros((b, 1, 4)), gt_labels.new_zeros((b, 1))
+
+
 class RoIHeads(nn.Module):
     """Pools each RoI, runs the backbone's per-RoI `box_head`, classifies and regresses boxes.
 
@@ -112,8 +128,7 @@ class RoIHeads(nn.Module):
             rois, labels, targets = self.sample_proposals(proposals, proposal_valid, gt_boxes, gt_labels)
             cls_logits, box_deltas = self._predict(features, rois)
             return None, self.losses(cls_logits, box_deltas, labels, targets)
-        bi, pi = proposal_valid.nonzero(as_tuple=True)
-        rois = torch.cat([bi[:, None].to(proposals.dtype), proposals[bi, pi]], dim=1)
+        rois = proposal_rois(proposals, proposal_valid)
         cls_logits, box_deltas = self._predict(features, rois)
         return self.detections(cls_logits, box_deltas, rois, image_sizes, final_nms), {}
 
@@ -129,9 +144,7 @@ class RoIHeads(nn.Module):
         Returns rois [R, 5] (batch index, x1, y1, x2, y2), labels [R] int64 (0 = background) and normalised
         box targets [R, 4] (zeros for background rows).
         """
-        if gt_labels.shape[1] == 0:  # no gt in the whole batch: one padding row keeps the indexing uniform
-            b = gt_labels.shape[0]
-            gt_boxes, gt_labels = gt_boxes.new_zeros((b, 1, 4)), gt_labels.new_zeros((b, 1))
+        gt_boxes, gt_labels = at_least_one_gt_row(gt_boxes, gt_labels)
         gt_valid = gt_labels > 0
         if self.add_gt_as_proposals:
             proposals = torch.cat([proposals, gt_boxes.to(proposals.dtype)], dim=1)
